@@ -1,0 +1,1 @@
+"""Pure analysis: MLflow runs -> tables, statistics and findings."""

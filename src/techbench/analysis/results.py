@@ -1,0 +1,130 @@
+"""MLflow runs of the current configuration -> self-describing result files under results/<study>/.
+
+Only runs whose config_hash matches the current params.yaml (and code) are read, so stale runs left in
+MLflow by an earlier configuration never leak into a report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from techbench.analysis.stats import mean_ci
+from techbench.config import RunConfig
+from techbench.tracking import CURVE_KEYS, Tracker
+
+RESULTS_DIR = Path("results")
+
+
+def summarize_run(tracker: Tracker, run: Any, target_val_acc: float) -> dict[str, Any]:
+    m = run.data.metrics
+    curves = {k: tracker.history(run.info.run_id, k) for k in CURVE_KEYS}
+    val_acc = curves["val/acc"]
+    finite = [(v, i) for i, v in enumerate(val_acc) if math.isfinite(v)]
+    best = max(finite, key=lambda t: (t[0], -t[1]))[1] if finite else None
+    row = {
+        "run_id": run.info.run_id,
+        "technique": run.data.tags.get("technique"),
+        "variant": run.data.tags.get("variant", "default"),
+        "seed": int(run.data.tags["seed"]),
+        "outcome": run.data.tags.get("outcome", "completed"),
+        "test_acc": m.get("test/acc"),
+        "test_loss": m.get("test/loss"),
+        "final_val_loss": _last(curves["val/loss"]),
+        "final_val_acc": _last(val_acc),
+        "best_epoch": None if best is None else best + 1,  # epochs trained, 1-based
+        "best_val_acc": None if best is None else val_acc[best],
+        "fit_s": m.get("time/fit_s"),
+        "epochs_run": m.get("epochs_run"),
+        "diverged_step": m.get("diverged_step"),
+        "curves": curves,
+    }
+    if target_val_acc > 0:
+        hit = next((i for i, v in enumerate(val_acc) if math.isfinite(v) and v >= target_val_acc), None)
+        times = np.cumsum([t if math.isfinite(t) else 0.0 for t in curves["time/epoch_s"]])
+        row["epochs_to_target"] = None if hit is None else hit + 1
+        row["seconds_to_target"] = None if hit is None else float(times[hit])
+    return row
+
+
+def _last(values: list[float]) -> float | None:
+    return values[-1] if values else None
+
+
+def collect(tracker: Tracker, configs: list[RunConfig], seeds: int) -> list[dict[str, Any]]:
+    """One summary per (config, seed) that has a FINISHED run; the newest wins if there are several."""
+    rows = []
+    for cfg in configs:
+        for seed in range(seeds):
+            run = tracker.finished_run(cfg.study, cfg.config_hash(), seed)
+            if run is not None:
+                rows.append(summarize_run(tracker, run, cfg.train["target_val_acc"]))
+    return rows
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per technique (and variant): mean, CI half-width and n of the headline numbers."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in sorted({_label(r) for r in rows}):
+        group = [r for r in rows if _label(r) == key]
+        entry: dict[str, Any] = {"n": len(group), "diverged": sum(r["outcome"] == "diverged" for r in group)}
+        for metric in ("test_acc", "test_loss", "final_val_loss", "best_epoch", "fit_s",
+                       "epochs_to_target", "seconds_to_target"):
+            est = mean_ci([r.get(metric) for r in group if r.get(metric) is not None])
+            if est.n:
+                entry[f"{metric}_mean"] = _round(est.mean)
+                entry[f"{metric}_ci95"] = _round(est.half_width)
+        out[key] = entry
+    return out
+
+
+def _label(row: dict[str, Any]) -> str:
+    return row["technique"] if row["variant"] == "default" else f"{row['technique']}@{row['variant']}"
+
+
+def _round(x: float) -> float | None:
+    return round(float(x), 6) if math.isfinite(x) else None
+
+
+def mean_curves(rows: list[dict[str, Any]], key: str) -> list[float]:
+    """Per-epoch mean over the runs' curves (NaN-aware; runs that stopped early just end)."""
+    curves = [r["curves"][key] for r in rows if r["curves"].get(key)]
+    if not curves:
+        return []
+    length = max(len(c) for c in curves)
+    padded = np.full((len(curves), length), np.nan)
+    for i, c in enumerate(curves):
+        padded[i, : len(c)] = c
+    with np.errstate(all="ignore"):
+        return [float(v) for v in np.nanmean(padded, axis=0)]
+
+
+def write_study_results(
+    study: str, rows: list[dict[str, Any]], configs: dict[str, Any], out_dir: Path | None = None
+) -> Path:
+    """results/<study>/runs.json (everything the report needs), metrics.json (DVC metrics) and
+    curves/<technique>.csv (DVC plots: per-epoch means over seeds)."""
+    out = (out_dir or RESULTS_DIR) / study
+    (out / "curves").mkdir(parents=True, exist_ok=True)
+    (out / "runs.json").write_text(json.dumps({"study": study, "configs": configs, "runs": rows}, indent=1, default=_json))
+    (out / "metrics.json").write_text(json.dumps(aggregate(rows), indent=2, sort_keys=True))
+    for label in sorted({_label(r) for r in rows}):
+        group = [r for r in rows if _label(r) == label]
+        cols = {k: mean_curves(group, k) for k in ("train/loss", "val/loss", "val/acc", "lr")}
+        n = max((len(v) for v in cols.values()), default=0)
+        lines = ["epoch,train_loss,val_loss,val_acc,lr"]
+        for e in range(n):
+            vals = [cols[k][e] if e < len(cols[k]) else float("nan") for k in cols]
+            lines.append(",".join([str(e + 1)] + [f"{v:.6g}" for v in vals]))
+        (out / "curves" / f"{label.replace('/', '_')}.csv").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _json(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)

@@ -1,0 +1,51 @@
+"""Statistics over seeds: means with Student-t confidence intervals, and paired differences."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    half_width: float  # the CI is mean ± half_width; NaN when n < 2
+    n: int
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+    def excludes(self, value: float = 0.0) -> bool:
+        return math.isfinite(self.half_width) and not (self.low <= value <= self.high)
+
+    def fmt(self, scale: float = 1.0, digits: int = 2) -> str:
+        if self.n == 0:
+            return "n/a"
+        hw = "n/a" if not math.isfinite(self.half_width) else f"{self.half_width * scale:.{digits}f}"
+        return f"{self.mean * scale:.{digits}f} ± {hw}"
+
+
+def mean_ci(values, confidence: float = 0.95) -> Estimate:
+    """Mean and the two-sided Student-t confidence interval of the mean; non-finite values are dropped."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return Estimate(float("nan"), float("nan"), 0)
+    if n == 1:
+        return Estimate(float(x[0]), float("nan"), 1)
+    sem = x.std(ddof=1) / math.sqrt(n)
+    return Estimate(float(x.mean()), float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sem), n)
+
+
+def paired_diff_ci(a: dict[int, float], b: dict[int, float], confidence: float = 0.95) -> Estimate:
+    """CI of mean(a - b) over the seeds both have (paired seeds share init and data order)."""
+    common = sorted(set(a) & set(b))
+    return mean_ci([a[s] - b[s] for s in common], confidence)

@@ -1,0 +1,112 @@
+"""The `techbench` command: list, run, tune, report.
+
+Bad input (unknown keys, unknown techniques, impossible values, missing folders) is reported as one line
+naming the key and the allowed values, with exit code 2, before anything is written to MLflow or Optuna.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from techbench.errors import ConfigError
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="techbench", description=__doc__.splitlines()[0])
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="studies in the params file and the registered techniques of each family")
+
+    run = sub.add_parser("run", help="train every technique x seed of a study (finished runs are skipped)")
+    run.add_argument("study")
+    run.add_argument("--force", action="store_true", help="re-run runs that already finished")
+
+    tune = sub.add_parser("tune", help="tune a technique's hyperparameters with Optuna")
+    tune.add_argument("study")
+    tune.add_argument("technique", nargs="?", help="default: the techniques of tuning.<study> in params")
+    tune.add_argument("--trials", type=int, help="total trials of the Optuna study (default: params)")
+    tune.add_argument("--storage", help="Optuna storage URL (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
+    tune.add_argument("--force", action="store_true", help="re-run tuned evaluation runs that finished")
+
+    rep = sub.add_parser("report", help="write reports/<study>.md and reports/index.html from results/")
+    rep.add_argument("study", nargs="?", help="default: every study with results")
+    return p
+
+
+def cmd_list(params) -> None:
+    from techbench.techniques import FAMILIES
+    from techbench.workloads import DATASETS, MODELS
+
+    print("studies (params file):")
+    for name, spec in (params.studies if params else {}).items():
+        print(f"  {name}: family={spec.family}, {len(spec.techniques)} techniques x {spec.seeds} seeds")
+    for label, registry in [("datasets", DATASETS), ("models", MODELS)] + [
+        (f"family {f.name} (slot: {f.slot})", f.registry) for f in FAMILIES.values()
+    ]:
+        print(f"{label}:")
+        for e in registry:
+            space = f"  [tunable: {', '.join(e.search_space)}]" if e.search_space else ""
+            print(f"  {e.name:<14} {e.description}{space}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    from techbench.config import load_params
+
+    try:
+        params = load_params(args.params)
+        if args.command == "list":
+            cmd_list(params)
+        elif args.command == "run":
+            from techbench.study import export_study, run_study
+
+            params.study(args.study)
+            run_study(params, args.study, force=args.force)
+            print(f"results: {export_study(params, args.study)}")
+        elif args.command == "tune":
+            _check_tune_args(params, args)
+            from techbench.tuning import tune_study
+
+            techniques = [args.technique] if args.technique else None
+            tune_study(params, args.study, techniques, args.trials, args.storage, args.force)
+        elif args.command == "report":
+            from techbench.report.render import write_reports
+
+            for path in write_reports(studies=[args.study] if args.study else None):
+                print(f"wrote {path}")
+    except ConfigError as e:
+        print(f"techbench: error in {args.params}: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def _check_tune_args(params, args) -> None:
+    from techbench.techniques import FAMILIES
+
+    spec = params.study(args.study)
+    if args.technique and args.technique not in spec.techniques:
+        raise ConfigError(f"studies.{args.study}.techniques", f"{args.technique!r} is not a technique of this "
+                          "study", spec.techniques)
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError("--trials", f"{args.trials} is out of range: must be >= 1")
+    techniques = [args.technique] if args.technique else getattr(params.tuning.get(args.study), "techniques", [])
+    if not techniques:
+        raise ConfigError(f"tuning.{args.study}.techniques", "nothing to tune: name a technique or list some",
+                          spec.techniques)
+    registry = FAMILIES[spec.family].registry
+    for t in techniques:
+        if not registry.get(t).search_space:
+            raise ConfigError(f"tuning.{args.study}.techniques", f"{t!r} declares no search space",
+                              [e.name for e in registry if e.search_space])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reports: results/<study>/ files -> reports/<study>.md and reports/index.html."""

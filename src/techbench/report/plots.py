@@ -1,0 +1,55 @@
+"""Learning curves: per-epoch mean over seeds with a 95% CI band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers or CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from techbench.analysis.stats import mean_ci  # noqa: E402
+
+PANELS = [("train/loss", "train loss", True), ("val/loss", "validation loss", True),
+          ("val/acc", "validation accuracy", False), ("lr", "learning rate", True)]
+
+
+def _band(rows: list[dict[str, Any]], key: str):
+    curves = [r["curves"].get(key) or [] for r in rows]
+    length = max((len(c) for c in curves), default=0)
+    mean, low, high = [], [], []
+    for e in range(length):
+        est = mean_ci([c[e] for c in curves if e < len(c)])
+        mean.append(est.mean)
+        hw = est.half_width if np.isfinite(est.half_width) else 0.0
+        low.append(est.mean - hw)
+        high.append(est.mean + hw)
+    return np.arange(1, length + 1), np.array(mean), np.array(low), np.array(high)
+
+
+def learning_curves(groups: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4))
+    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    for i, (label, rows) in enumerate(sorted(groups.items())):
+        for ax, (key, _, _) in zip(axes, PANELS, strict=True):
+            x, mean, low, high = _band(rows, key)
+            if len(x) == 0:
+                continue
+            ax.plot(x, mean, label=label, color=colors(i), lw=1.5)
+            ax.fill_between(x, low, high, color=colors(i), alpha=0.18, lw=0)
+    for ax, (_, name, log) in zip(axes, PANELS, strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{title}: mean over seeds, band = 95% CI")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,206 @@
+"""Render each study's results as reports/<study>.md and all of them as one self-contained index.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from techbench.analysis.findings import describe, tuned_vs_default
+from techbench.analysis.stats import mean_ci
+from techbench.report.plots import learning_curves
+
+REPORTS_DIR = Path("reports")
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+
+def _ci(values, scale: float = 1.0, digits: int = 2) -> str:
+    est = mean_ci([v for v in values if v is not None])
+    return est.fmt(scale, digits) if est.n else "–"
+
+
+def _groups(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        label = r["technique"] if r["variant"] == "default" else f"{r['technique']}@{r['variant']}"
+        out.setdefault(label, []).append(r)
+    return out
+
+
+def _setup(configs: dict[str, Any]) -> list[str]:
+    if not configs:
+        return []
+    c = next(iter(configs.values()))
+    fmt = lambda d: ", ".join(f"{k}={v}" for k, v in d.items() if k != "name")  # noqa: E731
+    hw = c["hardware"]
+    return [
+        f"Workload: `{c['data']['name']}` ({fmt(c['data'])}); model `{c['model']['name']}` ({fmt(c['model'])}).",
+        f"Training: {fmt(c['train'])}; {c['seeds']} seeds (0..{c['seeds'] - 1}), paired: the same seed gives "
+        "every technique the same initialization and batch order.",
+        f"Hardware: accelerator={hw['accelerator']}, devices={hw['devices']}, precision={hw['precision']} "
+        f"on {platform.machine()} ({platform.processor() or 'cpu'}); code version {c['code_version']}.",
+        "Technique hyperparameters: "
+        + "; ".join(f"`{t}` ({fmt(cfg[_slot(cfg)])})" for t, cfg in configs.items()) + ".",
+    ]
+
+
+def _slot(cfg: dict[str, Any]) -> str:
+    from techbench.techniques import FAMILIES
+
+    return FAMILIES[cfg["family"]].slot
+
+
+def results_table(groups: dict[str, list[dict[str, Any]]]) -> Table:
+    has_target = any("epochs_to_target" in r for rows in groups.values() for r in rows)
+    headers = ["technique", "n", "test acc %", "test loss", "final val loss", "best epoch", "wall time s"]
+    if has_target:
+        headers += ["epochs to target", "seconds to target"]
+    headers += ["diverged", "MLflow runs"]
+    order = sorted(groups, key=lambda t: -(mean_ci([r["test_acc"] for r in groups[t]]).mean or 0))
+    rows = []
+    for t in order:
+        g = groups[t]
+        row = [t, str(len(g)), _ci([r["test_acc"] for r in g], 100), _ci([r["test_loss"] for r in g], 1, 3),
+               _ci([r["final_val_loss"] for r in g], 1, 3), _ci([r["best_epoch"] for r in g], 1, 1),
+               _ci([r["fit_s"] for r in g], 1, 1)]
+        if has_target:
+            reached = [r for r in g if r.get("epochs_to_target") is not None]
+            row += [f"{_ci([r['epochs_to_target'] for r in reached], 1, 1)} ({len(reached)}/{len(g)} reached)",
+                    _ci([r["seconds_to_target"] for r in reached], 1, 2)]
+        row += [str(sum(r["outcome"] == "diverged" for r in g)),
+                " ".join(f"`{r['run_id'][:8]}`" for r in sorted(g, key=lambda r: r["seed"]))]
+        rows.append(row)
+    return Table(headers, rows)
+
+
+def tuning_section(tuning: dict[str, Any], groups: dict[str, list[dict[str, Any]]]) -> Section:
+    sec = Section("Tuned vs default")
+    sec.paragraphs.append(
+        "Each tuned technique: an Optuna TPE search over its declared space (objective: final validation "
+        "accuracy, median pruning), then the best configuration re-run over fresh seeds and compared on the "
+        "test set, paired by seed with the default configuration."
+    )
+    rows = []
+    for t, info in tuning.items():
+        tuned = info.get("runs", [])
+        diff = tuned_vs_default(groups.get(t, []), tuned)
+        params = ", ".join(f"{k}={_num(v)}" for k, v in info["best_params"].items())
+        default = ", ".join(f"{k}={_num(v)}" for k, v in info["default_params"].items()
+                            if k in info["best_params"])
+        rows.append([t, f"{info['trials']} ({info['pruned']} pruned)", default, params,
+                     f"{100 * info['best_val_acc']:.2f}", _ci([r["test_acc"] for r in groups.get(t, [])], 100),
+                     _ci([r["test_acc"] for r in tuned], 100), diff.fmt(100),
+                     f"`{info['optuna_study']}`"])
+    sec.tables.append(Table(["technique", "trials", "default", "tuned", "search val acc %",
+                             "default test acc %", "tuned test acc %", "tuned − default (pp)",
+                             "Optuna study"], rows))
+    return sec
+
+
+def _num(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def study_sections(results_dir: Path, figures_dir: Path) -> list[Section]:
+    data = json.loads((results_dir / "runs.json").read_text())
+    study = data["study"]
+    groups = _groups(data["runs"])
+    main = Section(f"Study `{study}`", paragraphs=_setup(data.get("configs", {})))
+    main.tables.append(results_table(groups))
+    main.paragraphs.append(
+        "Cells are mean ± 95% Student-t CI half-width over seeds. Best epoch = epoch of highest validation "
+        "accuracy. Wall time = Lightning fit time per run."
+    )
+    if groups:
+        main.figures.append(learning_curves(groups, figures_dir / f"{study}_curves.png", study))
+    findings = Section("What the numbers say", paragraphs=describe(groups))
+    sections = [main, findings]
+    tuning_file = results_dir / "tuning.json"
+    if tuning_file.is_file():
+        tuning = json.loads(tuning_file.read_text())
+        if tuning:
+            sections.append(tuning_section(tuning, groups))
+    return sections
+
+
+def to_markdown(sections: list[Section], base: Path) -> str:
+    out = []
+    for i, s in enumerate(sections):
+        out.append(("# " if i == 0 else "## ") + s.title + "\n")
+        out += [p + "\n" for p in s.paragraphs]
+        for t in s.tables:
+            out.append("| " + " | ".join(t.headers) + " |")
+            out.append("|" + "---|" * len(t.headers))
+            out += ["| " + " | ".join(r) + " |" for r in t.rows]
+            out.append("")
+        out += [f"![{f.stem}]({f.relative_to(base).as_posix()})\n" for f in s.figures]
+    return "\n".join(out)
+
+
+def _inline_md(text: str) -> str:
+    parts = html.escape(text).split("`")
+    text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def to_html(sections: list[Section]) -> str:
+    out = []
+    for i, s in enumerate(sections):
+        tag = "h2" if i == 0 else "h3"
+        out.append(f"<{tag}>{_inline_md(s.title)}</{tag}>")
+        out += [f"<p>{_inline_md(p)}</p>" for p in s.paragraphs]
+        for t in s.tables:
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{_inline_md(c)}</td>" for c in r) + "</tr>" for r in t.rows]
+            out.append("</table>")
+        for f in s.figures:
+            b64 = base64.b64encode(f.read_bytes()).decode()
+            out.append(f'<img alt="{f.stem}" src="data:image/png;base64,{b64}">')
+    return "\n".join(out)
+
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>techbench report</title><style>
+body{{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:1em 0;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 7px}}
+th{{background:#f3f3f3}}img{{max-width:100%}}code{{background:#f5f5f5;padding:0 3px}}</style></head><body>
+<h1>techbench report</h1><p>Studies: {toc}. Runs are in MLflow (<code>mlflow ui --backend-store-uri
+sqlite:///mlflow.db</code>), tuning studies in Optuna (<code>optuna-dashboard sqlite:///optuna.db</code>).</p>
+{body}</body></html>"""
+
+
+def write_reports(results_root: Path = Path("results"), reports_dir: Path = REPORTS_DIR,
+                  studies: list[str] | None = None) -> list[Path]:
+    studies = studies or sorted(p.name for p in results_root.iterdir() if (p / "runs.json").is_file())
+    figures = reports_dir / "figures"
+    written, bodies = [], []
+    for study in studies:
+        sections = study_sections(results_root / study, figures)
+        md = reports_dir / f"{study}.md"
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(to_markdown(sections, reports_dir))
+        written.append(md)
+        bodies.append(f'<section id="{study}">' + to_html(sections) + "</section>")
+    toc = ", ".join(f'<a href="#{s}">{s}</a>' for s in studies) or "none"
+    index = reports_dir / "index.html"
+    index.write_text(PAGE.format(toc=toc, body="\n<hr>\n".join(bodies)))
+    return [*written, index]
+
+

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, the Trainer factory and the single-run composition root."""

@@ -1,0 +1,124 @@
+"""One run: (run config, seed) -> a trained model, its metrics in MLflow, and a small result record.
+
+The composition root of the package: build data, model, module, logger and trainer; fit; test.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from techbench.config import RunConfig
+from techbench.tracking import Tracker, flatten
+from techbench.training.module import TechniqueModule
+from techbench.training.trainer import make_trainer
+from techbench.workloads import InMemoryLoader, build_model, load_dataset
+
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+# Noise that says nothing about a run: we log per epoch on purpose, and a dependency's deprecation.
+warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str | None
+    seed: int
+    metrics: dict[str, float]
+    outcome: str  # "completed" or "diverged"
+    diverged_step: int | None = None
+
+
+def run_name(cfg: RunConfig, seed: int) -> str:
+    tech = cfg.technique if cfg.variant == "default" else f"{cfg.technique}@{cfg.variant}"
+    return f"{tech}/seed{seed}"
+
+
+def run_tags(cfg: RunConfig, seed: int) -> dict[str, str]:
+    from techbench import code_version
+
+    return {
+        "study": cfg.study,
+        "family": cfg.family,
+        "technique": cfg.technique,
+        "variant": cfg.variant,
+        "seed": str(seed),
+        "config_hash": cfg.config_hash(),
+        "code_version": code_version(),
+    }
+
+
+class _Loaders(L.LightningDataModule):
+    """Hands Lightning in-memory loaders, sharded by the trainer's rank once it is known."""
+
+    def __init__(self, data, batch_size: int, seed: int):
+        super().__init__()
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+
+    def _loader(self, x, y, shuffle: bool):
+        t = self.trainer
+        return InMemoryLoader(x, y, self.batch_size, shuffle, self.seed, t.global_rank, t.world_size)
+
+    def train_dataloader(self):
+        return self._loader(self.data.x_train, self.data.y_train, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.data.x_val, self.data.y_val, shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader(self.data.x_test, self.data.y_test, shuffle=False)
+
+
+def train_one(
+    cfg: RunConfig,
+    seed: int,
+    tracker: Tracker | None = None,
+    logger: Any = None,
+    callbacks: list | None = None,
+    parent_run_id: str | None = None,
+) -> RunResult:
+    """Train and test one (config, seed). Logs to ``logger`` or a new MLflow run of ``tracker``."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    data = load_dataset(cfg.data)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    config = cfg.as_dict()
+    module = TechniqueModule(model, config, data.num_classes)
+    if logger is None and tracker is not None:
+        logger = tracker.logger(cfg.study, run_name(cfg, seed), run_tags(cfg, seed), parent_run_id)
+    if logger:
+        logger.log_hyperparams({**flatten(config), "seed": seed, "n_params": _n_params(model)})
+    trainer = make_trainer(cfg.hardware, cfg.train, logger=logger or False, callbacks=callbacks)
+    datamodule = _Loaders(data, cfg.train["batch_size"], seed)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    fit_s = time.perf_counter() - start
+    tested = trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+    metrics["time/fit_s"] = fit_s
+    metrics["epochs_run"] = float(len(module.epoch_times))
+    outcome = "diverged" if module.diverged else "completed"
+    if module.diverged:
+        metrics["diverged_step"] = float(module.diverged_step)
+    if logger and trainer.is_global_zero:
+        logger.log_metrics({k: metrics[k] for k in ("time/fit_s", "epochs_run", "diverged_step") if k in metrics})
+        logger.experiment.set_tag(logger.run_id, "outcome", outcome)
+        logger.finalize("success")
+    return RunResult(
+        run_id=getattr(logger, "run_id", None) if logger else None,
+        seed=seed,
+        metrics=metrics,
+        outcome=outcome,
+        diverged_step=module.diverged_step,
+    )
+
+
+def _n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

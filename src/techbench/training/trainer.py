@@ -1,0 +1,35 @@
+"""Trainer factory: the ``hardware`` block of params.yaml decides devices, strategy and precision, so a
+GPU or multi-node run needs no code change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import Logger
+
+
+def make_trainer(
+    hardware: dict[str, Any],
+    train: dict[str, Any],
+    logger: Logger | bool = False,
+    callbacks: list | None = None,
+) -> L.Trainer:
+    return L.Trainer(
+        accelerator=hardware["accelerator"],
+        devices=hardware["devices"],
+        num_nodes=hardware["num_nodes"],
+        strategy=hardware["strategy"],
+        precision=hardware["precision"],
+        deterministic=hardware["deterministic"],
+        max_epochs=int(train["epochs"]),
+        gradient_clip_val=float(train["grad_clip"]) or None,
+        logger=logger,
+        callbacks=callbacks or [],
+        # Per-step overhead dominates small models: no progress bar, summary, sanity check or checkpoints.
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1_000_000,
+    )

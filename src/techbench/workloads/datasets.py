@@ -1,0 +1,133 @@
+"""Registered datasets. Each factory returns DataSplits of in-memory tensors; all are generated or read
+locally (nothing is downloaded). The defaults are the hyperparameters params.yaml may set."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from techbench.registry import Registry
+from techbench.workloads.data import DataSplits, split_train_val
+
+DATASETS = Registry("dataset")
+
+
+def load_dataset(spec: dict[str, Any]) -> DataSplits:
+    """Build (or fetch from the per-process cache) the dataset a run config names."""
+    return _cached(spec["name"], tuple(sorted((k, _hashable(v)) for k, v in spec.items() if k != "name")))
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(name: str, items: tuple) -> DataSplits:
+    return DATASETS.get(name).factory(**dict(items))
+
+
+def _standardize(*xs: torch.Tensor) -> list[torch.Tensor]:
+    # Statistics of the training split only, so validation/test stay unseen.
+    mean, std = xs[0].mean(), xs[0].std().clamp_min(1e-8)
+    return [(x - mean) / std for x in xs]
+
+
+@DATASETS.register(
+    "mnist1d",
+    description="MNIST-1D (Greydanus 2020): 10 classes of length-40 1-D signals, generated locally",
+    defaults={
+        "num_samples": 5000,  # split 80/20 into train/test: 4000/1000 as in the paper
+        "val_fraction": 0.1,  # of the training split
+        "data_seed": 42,
+        "scale_coeff": 0.4,
+        "max_translation": 48,
+        "corr_noise_scale": 0.25,
+        "iid_noise_scale": 0.02,
+        "shear_scale": 0.75,
+        "shuffle_seq": False,
+    },
+)
+def mnist1d(num_samples, val_fraction, data_seed, shuffle_seq, **generator) -> DataSplits:
+    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.utils import ObjectView
+
+    args = get_dataset_args(as_dict=True)
+    args.update(generator, num_samples=num_samples, seed=data_seed, shuffle_seq=shuffle_seq)
+    state = np.random.get_state()  # make_dataset seeds numpy's global RNG; leave the caller's intact
+    try:
+        d = make_dataset(ObjectView(args))
+    finally:
+        np.random.set_state(state)
+    x = torch.tensor(d["x"], dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(d["y"], dtype=torch.long)
+    x_test = torch.tensor(d["x_test"], dtype=torch.float32).unsqueeze(1)
+    y_test = torch.tensor(d["y_test"], dtype=torch.long)
+    x_tr, y_tr, x_val, y_val = split_train_val(x, y, val_fraction, data_seed)
+    return DataSplits(x_tr, y_tr, x_val, y_val, x_test, y_test, num_classes=10)
+
+
+@DATASETS.register(
+    "digits",
+    description="scikit-learn's bundled 8x8 handwritten digits (1797 images), as 1-channel images",
+    defaults={"test_fraction": 0.2, "val_fraction": 0.1, "data_seed": 0, "image_size": 8},
+)
+def digits(test_fraction, val_fraction, data_seed, image_size) -> DataSplits:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target, dtype=torch.long)
+    if image_size != 8:
+        x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear")
+    x_rest, y_rest, x_test, y_test = split_train_val(x, y, test_fraction, data_seed)
+    x_tr, y_tr, x_val, y_val = split_train_val(x_rest, y_rest, val_fraction, data_seed + 1)
+    x_tr, x_val, x_test = _standardize(x_tr, x_val, x_test)
+    return DataSplits(x_tr, y_tr, x_val, y_val, x_test, y_test, num_classes=10)
+
+
+@DATASETS.register(
+    "debug",
+    description="tiny synthetic 1-D problem (4 noisy templates of length 16) for tests: seconds per run",
+    defaults={"num_samples": 256, "length": 16, "num_classes": 4, "noise": 0.5, "data_seed": 0},
+)
+def debug(num_samples, length, num_classes, noise, data_seed) -> DataSplits:
+    g = torch.Generator().manual_seed(data_seed)
+    templates = torch.randn(num_classes, length, generator=g)
+    y = torch.arange(num_samples) % num_classes
+    x = (templates[y] + noise * torch.randn(num_samples, length, generator=g)).unsqueeze(1)
+    n_test = num_samples // 4
+    x_tr, y_tr, x_val, y_val = split_train_val(x[n_test:], y[n_test:], 0.25, data_seed)
+    return DataSplits(x_tr, y_tr, x_val, y_val, x[:n_test], y[:n_test], num_classes=num_classes)
+
+
+def _check_folder(hp: dict[str, Any]) -> None:
+    path = Path(hp["path"]).expanduser()
+    if not hp["path"] or not path.is_dir():
+        raise ValueError(f"folder not found: {hp['path']!r} (expected one sub-folder of images per class)")
+    if not any(p.is_dir() for p in path.iterdir()):
+        raise ValueError(f"{hp['path']!r} has no class sub-folders")
+
+
+@DATASETS.register(
+    "image_folder",
+    description="your own images: <path>/<class>/*.png|jpg, resized and held in memory",
+    defaults={"path": "", "image_size": 32, "grayscale": False, "val_fraction": 0.15,
+              "test_fraction": 0.15, "data_seed": 0},
+    check=_check_folder,
+)
+def image_folder(path, image_size, grayscale, val_fraction, test_fraction, data_seed) -> DataSplits:
+    from torchvision import datasets, transforms
+
+    tf = [transforms.Resize((image_size, image_size))]
+    tf += [transforms.Grayscale()] if grayscale else [transforms.Lambda(lambda im: im.convert("RGB"))]
+    ds = datasets.ImageFolder(str(Path(path).expanduser()), transform=transforms.Compose([*tf, transforms.ToTensor()]))
+    x = torch.stack([img for img, _ in ds])
+    y = torch.tensor(ds.targets, dtype=torch.long)
+    x_rest, y_rest, x_test, y_test = split_train_val(x, y, test_fraction, data_seed)
+    x_tr, y_tr, x_val, y_val = split_train_val(x_rest, y_rest, val_fraction, data_seed + 1)
+    x_tr, x_val, x_test = _standardize(x_tr, x_val, x_test)
+    return DataSplits(x_tr, y_tr, x_val, y_val, x_test, y_test, num_classes=len(ds.classes))

@@ -1,0 +1,120 @@
+"""Registered models. A factory takes (input_shape, num_classes, **hyperparameters) and returns an nn.Module
+that maps a batch of examples to class logits."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from techbench.registry import Registry
+
+MODELS = Registry("model")
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+
+
+def build_model(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    hp = {k: v for k, v in spec.items() if k != "name"}
+    return MODELS.get(spec["name"]).factory(tuple(input_shape), num_classes, **hp)
+
+
+def _check_activation(hp: dict[str, Any]) -> None:
+    if hp["activation"] not in ACTIVATIONS:
+        raise ValueError(f"activation {hp['activation']!r} unknown; allowed: {', '.join(ACTIVATIONS)}")
+
+
+@MODELS.register(
+    "mlp",
+    description="multilayer perceptron on the flattened input",
+    defaults={"hidden": [100, 100], "activation": "relu", "dropout": 0.0},
+    check=_check_activation,
+)
+def mlp(input_shape, num_classes, hidden, activation, dropout) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for h in hidden:
+        layers += [nn.Linear(width, int(h)), ACTIVATIONS[activation]()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = int(h)
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+@MODELS.register(
+    "logreg",
+    description="multinomial logistic regression (one linear layer): convex, small enough for exact Hessians",
+)
+def logreg(input_shape, num_classes) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
+
+
+class CNN1D(nn.Module):
+    """The MNIST-1D paper's CNN: three strided 1-D convolutions, then a linear head."""
+
+    def __init__(self, in_channels: int, length: int, num_classes: int, channels: int, kernel: int):
+        super().__init__()
+        pad = kernel // 2
+        self.features = nn.Sequential(
+            nn.Conv1d(in_channels, channels, kernel, stride=2, padding=pad), nn.ReLU(),
+            nn.Conv1d(channels, channels, kernel, stride=2, padding=pad), nn.ReLU(),
+            nn.Conv1d(channels, channels, kernel, stride=2, padding=pad), nn.ReLU(),
+        )
+        with torch.no_grad():
+            n_flat = self.features(torch.zeros(1, in_channels, length)).numel()
+        self.head = nn.Linear(n_flat, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+@MODELS.register("cnn1d", description="1-D CNN for sequences (channels, length)",
+                 defaults={"channels": 25, "kernel": 5})
+def cnn1d(input_shape, num_classes, channels, kernel) -> nn.Module:
+    return CNN1D(input_shape[0], input_shape[-1], num_classes, int(channels), int(kernel))
+
+
+class GRUClassifier(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, hidden: int):
+        super().__init__()
+        self.gru = nn.GRU(in_channels, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, h = self.gru(x.transpose(1, 2))  # (B, C, L) -> (B, L, C): one time step per position
+        return self.head(h[-1])
+
+
+@MODELS.register("gru", description="GRU over the sequence, last hidden state -> linear head",
+                 defaults={"hidden": 64})
+def gru(input_shape, num_classes, hidden) -> nn.Module:
+    return GRUClassifier(input_shape[0], num_classes, int(hidden))
+
+
+def _check_timm(hp: dict[str, Any]) -> None:
+    import timm
+
+    if not timm.is_model(hp["arch"]):
+        raise ValueError(f"unknown timm architecture {hp['arch']!r} (see timm.list_models())")
+    if hp["pretrained_file"] and not Path(hp["pretrained_file"]).is_file():
+        raise ValueError(f"pretrained_file not found: {hp['pretrained_file']!r}")
+
+
+@MODELS.register(
+    "timm",
+    description="any timm image model; pretrained weights come from a local file (never a hub download)",
+    defaults={"arch": "test_resnet", "pretrained_file": "", "drop_rate": 0.0},
+    check=_check_timm,
+)
+def timm_model(input_shape, num_classes, arch, pretrained_file, drop_rate) -> nn.Module:
+    import timm
+
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": input_shape[0], "drop_rate": drop_rate}
+    if pretrained_file:
+        # timm's own pretrained path, pointed at a local file: the classifier is dropped when shapes differ.
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(Path(pretrained_file).resolve())})
+    return timm.create_model(arch, **kwargs)
