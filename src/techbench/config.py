@@ -45,7 +45,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "target_val_acc": 0.0,  # time-to-target is reported when > 0
 }
 STUDY_KEYS = ["family", "techniques", "seeds", "data", "model", "train", "base", "technique_params"]
-TUNING_DEFAULTS: dict[str, Any] = {"techniques": [], "trials": 10, "sampler_seed": 0, "seed": 0, "eval_seeds": 0}
+TUNING_DEFAULTS: dict[str, Any] = {"techniques": [], "trials": 10, "sampler_seed": 0, "seed": 1000, "eval_seeds": 0}
 
 # Bounds for hyperparameters that mean the same thing in every registry entry that declares them.
 # (low, high, low_inclusive, high_inclusive); None = unbounded.

@@ -94,8 +94,8 @@ def tuning_section(tuning: dict[str, Any], groups: dict[str, list[dict[str, Any]
     sec = Section("Tuned vs default")
     sec.paragraphs.append(
         "Each tuned technique: an Optuna TPE search over its declared space (objective: final validation "
-        "accuracy, median pruning), then the best configuration re-run over fresh seeds and compared on the "
-        "test set, paired by seed with the default configuration."
+        "accuracy, median pruning), then the best configuration re-run over the study's seeds and compared on the "
+        "test set, paired by seed with the default configuration (trials train with a seed outside that set)."
     )
     rows = []
     for t, info in tuning.items():
