@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from techbench.errors import ConfigError
 
@@ -32,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("study")
     tune.add_argument("technique", nargs="?", help="default: the techniques of tuning.<study> in params")
     tune.add_argument("--trials", type=int, help="total trials of the Optuna study (default: params)")
-    tune.add_argument("--storage", help="Optuna storage URL (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
+    tune.add_argument(
+        "--storage", help="Optuna storage URL (default: $OPTUNA_STORAGE or sqlite:///optuna.db)"
+    )
     tune.add_argument("--force", action="store_true", help="re-run tuned evaluation runs that finished")
 
     rep = sub.add_parser("report", help="write reports/<study>.md and reports/index.html from results/")
@@ -93,19 +94,30 @@ def _check_tune_args(params, args) -> None:
 
     spec = params.study(args.study)
     if args.technique and args.technique not in spec.techniques:
-        raise ConfigError(f"studies.{args.study}.techniques", f"{args.technique!r} is not a technique of this "
-                          "study", spec.techniques)
+        raise ConfigError(
+            f"studies.{args.study}.techniques",
+            f"{args.technique!r} is not a technique of this study",
+            spec.techniques,
+        )
     if args.trials is not None and args.trials < 1:
         raise ConfigError("--trials", f"{args.trials} is out of range: must be >= 1")
-    techniques = [args.technique] if args.technique else getattr(params.tuning.get(args.study), "techniques", [])
+    techniques = (
+        [args.technique] if args.technique else getattr(params.tuning.get(args.study), "techniques", [])
+    )
     if not techniques:
-        raise ConfigError(f"tuning.{args.study}.techniques", "nothing to tune: name a technique or list some",
-                          spec.techniques)
+        raise ConfigError(
+            f"tuning.{args.study}.techniques",
+            "nothing to tune: name a technique or list some",
+            spec.techniques,
+        )
     registry = FAMILIES[spec.family].registry
     for t in techniques:
         if not registry.get(t).search_space:
-            raise ConfigError(f"tuning.{args.study}.techniques", f"{t!r} declares no search space",
-                              [e.name for e in registry if e.search_space])
+            raise ConfigError(
+                f"tuning.{args.study}.techniques",
+                f"{t!r} declares no search space",
+                [e.name for e in registry if e.search_space],
+            )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "target_val_acc": 0.0,  # time-to-target is reported when > 0
 }
 STUDY_KEYS = ["family", "techniques", "seeds", "data", "model", "train", "base", "technique_params"]
-TUNING_DEFAULTS: dict[str, Any] = {"techniques": [], "trials": 10, "sampler_seed": 0, "seed": 1000, "eval_seeds": 0}
+TUNING_DEFAULTS: dict[str, Any] = {
+    "techniques": [],
+    "trials": 10,
+    "sampler_seed": 0,
+    "seed": 1000,
+    "eval_seeds": 0,
+}
 
 # Bounds for hyperparameters that mean the same thing in every registry entry that declares them.
 # (low, high, low_inclusive, high_inclusive); None = unbounded.
@@ -292,8 +298,11 @@ def _tuning(name: str, block: Any, studies: dict[str, StudySpec]) -> TuningSpec:
     t = merge_checked(key, TUNING_DEFAULTS, block)
     for i, tech in enumerate(t["techniques"]):
         if tech not in studies[name].techniques:
-            raise ConfigError(f"{key}.techniques[{i}]", f"{tech!r} is not a technique of study {name}",
-                              studies[name].techniques)
+            raise ConfigError(
+                f"{key}.techniques[{i}]",
+                f"{tech!r} is not a technique of study {name}",
+                studies[name].techniques,
+            )
     if t["trials"] < 1:
         raise ConfigError(f"{key}.trials", f"{t['trials']!r} is out of range: must be >= 1")
     return TuningSpec(study=name, **t)

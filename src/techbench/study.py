@@ -29,24 +29,32 @@ def run_study(params: Params, study: str, force: bool = False, tracker: Tracker 
     trained = 0
     for cfg, seed in pending_runs(tracker, todo, force):
         result = train_one(cfg, seed, tracker=tracker)
-        log.info("%s: %s test/acc=%.4f (%s)", run_name(cfg, seed), result.outcome,
-                 result.metrics.get("test/acc", float("nan")), result.run_id)
+        log.info(
+            "%s: %s test/acc=%.4f (%s)",
+            run_name(cfg, seed),
+            result.outcome,
+            result.metrics.get("test/acc", float("nan")),
+            result.run_id,
+        )
         trained += 1
     return trained
 
 
 def export_study(params: Params, study: str, tracker: Tracker | None = None, out_dir=None):
     """Write results/<study>/ from the MLflow runs of the current configuration."""
-    from techbench.analysis.results import collect, write_study_results
-
     from techbench import code_version
+    from techbench.analysis.results import collect, write_study_results
 
     spec = params.study(study)
     configs = [spec.runs[t] for t in spec.techniques]
     rows = collect(tracker or Tracker(), configs, spec.seeds)
     described = {
-        c.technique: {**c.as_dict(), "config_hash": c.config_hash(), "seeds": spec.seeds,
-                      "code_version": code_version()}
+        c.technique: {
+            **c.as_dict(),
+            "config_hash": c.config_hash(),
+            "seeds": spec.seeds,
+            "code_version": code_version(),
+        }
         for c in configs
     }
     return write_study_results(study, rows, described, out_dir)

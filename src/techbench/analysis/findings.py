@@ -62,18 +62,25 @@ def describe(groups: dict[str, list[dict[str, Any]]], metric: str = "test_acc") 
         text = f"{t} ({d.fmt(100)} pp, Holm p={p:.3g})"
         (worse if d.excludes(0.0) and p < 0.05 else tied).append(text)
     if worse:
-        lines.append("Worse than the best, paired over seeds (95% CI of the difference excludes 0 and "
-                     "Holm-adjusted p < 0.05): " + "; ".join(worse) + ".")
+        lines.append(
+            "Worse than the best, paired over seeds (95% CI of the difference excludes 0 and "
+            "Holm-adjusted p < 0.05): " + "; ".join(worse) + "."
+        )
     if tied:
         lines.append("Not distinguishable from the best with these seeds: " + "; ".join(tied) + ".")
     diverged = {t: sum(r["outcome"] == "diverged" for r in rows) for t, rows in groups.items()}
     if any(diverged.values()):
-        lines.append("Diverged runs (NaN/inf or exploding loss, recorded as results): "
-                     + ", ".join(f"{t}: {n}/{len(groups[t])}" for t, n in diverged.items() if n) + ".")
+        lines.append(
+            "Diverged runs (NaN/inf or exploding loss, recorded as results): "
+            + ", ".join(f"{t}: {n}/{len(groups[t])}" for t, n in diverged.items() if n)
+            + "."
+        )
     small = min(len(rows) for rows in groups.values())
     if small < 5:
-        lines.append(f"With {small} seeds per technique the intervals are wide; differences below a few "
-                     "percentage points are not resolved. Increase `seeds` in params.yaml to narrow them.")
+        lines.append(
+            f"With {small} seeds per technique the intervals are wide; differences below a few "
+            "percentage points are not resolved. Increase `seeds` in params.yaml to narrow them."
+        )
     return lines
 
 

@@ -72,8 +72,15 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for key in sorted({_label(r) for r in rows}):
         group = [r for r in rows if _label(r) == key]
         entry: dict[str, Any] = {"n": len(group), "diverged": sum(r["outcome"] == "diverged" for r in group)}
-        for metric in ("test_acc", "test_loss", "final_val_loss", "best_epoch", "fit_s",
-                       "epochs_to_target", "seconds_to_target"):
+        for metric in (
+            "test_acc",
+            "test_loss",
+            "final_val_loss",
+            "best_epoch",
+            "fit_s",
+            "epochs_to_target",
+            "seconds_to_target",
+        ):
             est = mean_ci([r.get(metric) for r in group if r.get(metric) is not None])
             if est.n:
                 entry[f"{metric}_mean"] = _round(est.mean)
@@ -110,7 +117,9 @@ def write_study_results(
     curves/<technique>.csv (DVC plots: per-epoch means over seeds)."""
     out = (out_dir or RESULTS_DIR) / study
     (out / "curves").mkdir(parents=True, exist_ok=True)
-    (out / "runs.json").write_text(json.dumps({"study": study, "configs": configs, "runs": rows}, indent=1, default=_json))
+    (out / "runs.json").write_text(
+        json.dumps({"study": study, "configs": configs, "runs": rows}, indent=1, default=_json)
+    )
     (out / "metrics.json").write_text(json.dumps(aggregate(rows), indent=2, sort_keys=True))
     for label in sorted({_label(r) for r in rows}):
         group = [r for r in rows if _label(r) == label]

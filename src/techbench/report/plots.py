@@ -13,8 +13,12 @@ import numpy as np  # noqa: E402
 
 from techbench.analysis.stats import mean_ci  # noqa: E402
 
-PANELS = [("train/loss", "train loss", True), ("val/loss", "validation loss", True),
-          ("val/acc", "validation accuracy", False), ("lr", "learning rate", True)]
+PANELS = [
+    ("train/loss", "train loss", True),
+    ("val/loss", "validation loss", True),
+    ("val/acc", "validation accuracy", False),
+    ("lr", "learning rate", True),
+]
 
 
 def _band(rows: list[dict[str, Any]], key: str):

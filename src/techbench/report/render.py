@@ -57,7 +57,8 @@ def _setup(configs: dict[str, Any]) -> list[str]:
         f"Hardware: accelerator={hw['accelerator']}, devices={hw['devices']}, precision={hw['precision']} "
         f"on {platform.machine()} ({platform.processor() or 'cpu'}); code version {c['code_version']}.",
         "Technique hyperparameters: "
-        + "; ".join(f"`{t}` ({fmt(cfg[_slot(cfg)])})" for t, cfg in configs.items()) + ".",
+        + "; ".join(f"`{t}` ({fmt(cfg[_slot(cfg)])})" for t, cfg in configs.items())
+        + ".",
     ]
 
 
@@ -77,15 +78,25 @@ def results_table(groups: dict[str, list[dict[str, Any]]]) -> Table:
     rows = []
     for t in order:
         g = groups[t]
-        row = [t, str(len(g)), _ci([r["test_acc"] for r in g], 100), _ci([r["test_loss"] for r in g], 1, 3),
-               _ci([r["final_val_loss"] for r in g], 1, 3), _ci([r["best_epoch"] for r in g], 1, 1),
-               _ci([r["fit_s"] for r in g], 1, 1)]
+        row = [
+            t,
+            str(len(g)),
+            _ci([r["test_acc"] for r in g], 100),
+            _ci([r["test_loss"] for r in g], 1, 3),
+            _ci([r["final_val_loss"] for r in g], 1, 3),
+            _ci([r["best_epoch"] for r in g], 1, 1),
+            _ci([r["fit_s"] for r in g], 1, 1),
+        ]
         if has_target:
             reached = [r for r in g if r.get("epochs_to_target") is not None]
-            row += [f"{_ci([r['epochs_to_target'] for r in reached], 1, 1)} ({len(reached)}/{len(g)} reached)",
-                    _ci([r["seconds_to_target"] for r in reached], 1, 2)]
-        row += [str(sum(r["outcome"] == "diverged" for r in g)),
-                " ".join(f"`{r['run_id'][:8]}`" for r in sorted(g, key=lambda r: r["seed"]))]
+            row += [
+                f"{_ci([r['epochs_to_target'] for r in reached], 1, 1)} ({len(reached)}/{len(g)} reached)",
+                _ci([r["seconds_to_target"] for r in reached], 1, 2),
+            ]
+        row += [
+            str(sum(r["outcome"] == "diverged" for r in g)),
+            " ".join(f"`{r['run_id'][:8]}`" for r in sorted(g, key=lambda r: r["seed"])),
+        ]
         rows.append(row)
     return Table(headers, rows)
 
@@ -102,15 +113,38 @@ def tuning_section(tuning: dict[str, Any], groups: dict[str, list[dict[str, Any]
         tuned = info.get("runs", [])
         diff = tuned_vs_default(groups.get(t, []), tuned)
         params = ", ".join(f"{k}={_num(v)}" for k, v in info["best_params"].items())
-        default = ", ".join(f"{k}={_num(v)}" for k, v in info["default_params"].items()
-                            if k in info["best_params"])
-        rows.append([t, f"{info['trials']} ({info['pruned']} pruned)", default, params,
-                     f"{100 * info['best_val_acc']:.2f}", _ci([r["test_acc"] for r in groups.get(t, [])], 100),
-                     _ci([r["test_acc"] for r in tuned], 100), diff.fmt(100),
-                     f"`{info['optuna_study']}`"])
-    sec.tables.append(Table(["technique", "trials", "default", "tuned", "search val acc %",
-                             "default test acc %", "tuned test acc %", "tuned − default (pp)",
-                             "Optuna study"], rows))
+        default = ", ".join(
+            f"{k}={_num(v)}" for k, v in info["default_params"].items() if k in info["best_params"]
+        )
+        rows.append(
+            [
+                t,
+                f"{info['trials']} ({info['pruned']} pruned)",
+                default,
+                params,
+                f"{100 * info['best_val_acc']:.2f}",
+                _ci([r["test_acc"] for r in groups.get(t, [])], 100),
+                _ci([r["test_acc"] for r in tuned], 100),
+                diff.fmt(100),
+                f"`{info['optuna_study']}`",
+            ]
+        )
+    sec.tables.append(
+        Table(
+            [
+                "technique",
+                "trials",
+                "default",
+                "tuned",
+                "search val acc %",
+                "default test acc %",
+                "tuned test acc %",
+                "tuned − default (pp)",
+                "Optuna study",
+            ],
+            rows,
+        )
+    )
     return sec
 
 
@@ -186,8 +220,9 @@ sqlite:///mlflow.db</code>), tuning studies in Optuna (<code>optuna-dashboard sq
 {body}</body></html>"""
 
 
-def write_reports(results_root: Path = Path("results"), reports_dir: Path = REPORTS_DIR,
-                  studies: list[str] | None = None) -> list[Path]:
+def write_reports(
+    results_root: Path = Path("results"), reports_dir: Path = REPORTS_DIR, studies: list[str] | None = None
+) -> list[Path]:
     studies = studies or sorted(p.name for p in results_root.iterdir() if (p / "runs.json").is_file())
     figures = reports_dir / "figures"
     written, bodies = [], []
@@ -202,5 +237,3 @@ def write_reports(results_root: Path = Path("results"), reports_dir: Path = REPO
     index = reports_dir / "index.html"
     index.write_text(PAGE.format(toc=toc, body="\n<hr>\n".join(bodies)))
     return [*written, index]
-
-

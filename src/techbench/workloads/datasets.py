@@ -115,8 +115,14 @@ def _check_folder(hp: dict[str, Any]) -> None:
 @DATASETS.register(
     "image_folder",
     description="your own images: <path>/<class>/*.png|jpg, resized and held in memory",
-    defaults={"path": "", "image_size": 32, "grayscale": False, "val_fraction": 0.15,
-              "test_fraction": 0.15, "data_seed": 0},
+    defaults={
+        "path": "",
+        "image_size": 32,
+        "grayscale": False,
+        "val_fraction": 0.15,
+        "test_fraction": 0.15,
+        "data_seed": 0,
+    },
     check=_check_folder,
 )
 def image_folder(path, image_size, grayscale, val_fraction, test_fraction, data_seed) -> DataSplits:
@@ -124,7 +130,9 @@ def image_folder(path, image_size, grayscale, val_fraction, test_fraction, data_
 
     tf = [transforms.Resize((image_size, image_size))]
     tf += [transforms.Grayscale()] if grayscale else [transforms.Lambda(lambda im: im.convert("RGB"))]
-    ds = datasets.ImageFolder(str(Path(path).expanduser()), transform=transforms.Compose([*tf, transforms.ToTensor()]))
+    ds = datasets.ImageFolder(
+        str(Path(path).expanduser()), transform=transforms.Compose([*tf, transforms.ToTensor()])
+    )
     x = torch.stack([img for img, _ in ds])
     y = torch.tensor(ds.targets, dtype=torch.long)
     x_rest, y_rest, x_test, y_test = split_train_val(x, y, test_fraction, data_seed)

@@ -60,9 +60,12 @@ class CNN1D(nn.Module):
         super().__init__()
         pad = kernel // 2
         self.features = nn.Sequential(
-            nn.Conv1d(in_channels, channels, kernel, stride=2, padding=pad), nn.ReLU(),
-            nn.Conv1d(channels, channels, kernel, stride=2, padding=pad), nn.ReLU(),
-            nn.Conv1d(channels, channels, kernel, stride=2, padding=pad), nn.ReLU(),
+            nn.Conv1d(in_channels, channels, kernel, stride=2, padding=pad),
+            nn.ReLU(),
+            nn.Conv1d(channels, channels, kernel, stride=2, padding=pad),
+            nn.ReLU(),
+            nn.Conv1d(channels, channels, kernel, stride=2, padding=pad),
+            nn.ReLU(),
         )
         with torch.no_grad():
             n_flat = self.features(torch.zeros(1, in_channels, length)).numel()
@@ -72,8 +75,9 @@ class CNN1D(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
-@MODELS.register("cnn1d", description="1-D CNN for sequences (channels, length)",
-                 defaults={"channels": 25, "kernel": 5})
+@MODELS.register(
+    "cnn1d", description="1-D CNN for sequences (channels, length)", defaults={"channels": 25, "kernel": 5}
+)
 def cnn1d(input_shape, num_classes, channels, kernel) -> nn.Module:
     return CNN1D(input_shape[0], input_shape[-1], num_classes, int(channels), int(kernel))
 
@@ -89,8 +93,9 @@ class GRUClassifier(nn.Module):
         return self.head(h[-1])
 
 
-@MODELS.register("gru", description="GRU over the sequence, last hidden state -> linear head",
-                 defaults={"hidden": 64})
+@MODELS.register(
+    "gru", description="GRU over the sequence, last hidden state -> linear head", defaults={"hidden": 64}
+)
 def gru(input_shape, num_classes, hidden) -> nn.Module:
     return GRUClassifier(input_shape[0], num_classes, int(hidden))
 

@@ -1,0 +1,120 @@
+"""params.yaml validation: one clear error naming the key and the allowed values, exit code 2, and
+nothing written to MLflow or Optuna."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import write_params
+
+from techbench.cli import main
+from techbench.config import parse_params
+from techbench.errors import ConfigError
+from techbench.techniques import OPTIMIZERS
+
+
+def test_valid_params_resolve_registry_defaults(raw_params):
+    params = parse_params(raw_params)
+    adam = params.studies["optimizers"].runs["adam"]
+    assert adam.components["optimizer"] == {
+        "name": "adam",
+        "lr": 0.001,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "eps": 1e-8,
+    }
+    assert adam.model["hidden"] == [16]
+    assert adam.config_hash() != params.studies["optimizers"].runs["sgd"].config_hash()
+
+
+def test_the_repository_params_file_is_valid():
+    from pathlib import Path
+
+    from techbench.config import load_params
+
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    assert params.studies["optimizers"].techniques == [
+        "sgd",
+        "momentum",
+        "nesterov",
+        "adagrad",
+        "rmsprop",
+        "adam",
+        "adamw",
+    ]
+
+
+def _error(raw) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_params(raw)
+    return info.value
+
+
+def test_unknown_technique_lists_allowed(raw_params):
+    raw_params["studies"]["optimizers"]["techniques"].append("adamx")
+    err = _error(raw_params)
+    assert err.key == "studies.optimizers.techniques[2]"
+    assert "adamx" in str(err) and err.allowed == OPTIMIZERS.names()
+
+
+def test_unknown_key_lists_allowed(raw_params):
+    raw_params["studies"]["optimizers"]["train"]["epoch"] = 3
+    err = _error(raw_params)
+    assert err.key == "studies.optimizers.train.epoch" and "epochs" in err.allowed
+
+
+def test_negative_learning_rate(raw_params):
+    raw_params["studies"]["optimizers"]["technique_params"] = {"adam": {"lr": -0.1}}
+    err = _error(raw_params)
+    assert err.key == "studies.optimizers.technique_params.adam.lr" and "> 0" in str(err)
+
+
+def test_zero_seeds(raw_params):
+    raw_params["studies"]["optimizers"]["seeds"] = 0
+    assert _error(raw_params).key == "studies.optimizers.seeds"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        (("hardware", "precision"), "8-bit", "hardware.precision"),
+        (("studies", "optimizers", "family"), "optimisers", "studies.optimizers.family"),
+        (
+            ("studies", "optimizers", "model"),
+            {"name": "mlp", "activation": "swishy"},
+            "studies.optimizers.model",
+        ),
+        (
+            ("studies", "optimizers", "data"),
+            {"name": "image_folder", "path": "/no/such/dir"},
+            "studies.optimizers.data",
+        ),
+        (("studies", "optimizers", "train"), {"batch_size": 0}, "studies.optimizers.train.batch_size"),
+        (("studies", "optimizers", "train"), {"epochs": 2.5}, "studies.optimizers.train.epochs"),
+        (("tuning",), {"optimizers": {"techniques": ["rmsprop"]}}, "tuning.optimizers.techniques[0]"),
+        (("studies", "optimizers", "colour"), "blue", "studies.optimizers.colour"),
+    ],
+)
+def test_bad_values_name_their_key(raw_params, path, value, key):
+    node = raw_params
+    for p in path[:-1]:
+        node = node.setdefault(p, {})
+    node[path[-1]] = value
+    assert _error(raw_params).key == key
+
+
+@pytest.mark.parametrize("command", [["run", "optimizers"], ["tune", "optimizers", "adam"]])
+def test_cli_exits_2_and_writes_nothing(workdir, raw_params, capsys, command):
+    raw_params["studies"]["optimizers"]["techniques"].append("adamx")
+    write_params(workdir / "params.yaml", raw_params)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "studies.optimizers.techniques[2]" in err and "allowed: adagrad, adam, adamw" in err
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "optuna.db").exists()
+    assert not (workdir / "results").exists() and not (workdir / "reports").exists()
+
+
+def test_cli_unknown_study(workdir, raw_params, capsys):
+    write_params(workdir / "params.yaml", raw_params)
+    assert main(["run", "optimisers"]) == 2
+    assert "allowed: optimizers" in capsys.readouterr().err

@@ -1,0 +1,93 @@
+"""`dvc repro` of a shrunken copy of the real pipeline in a temporary git + DVC repository: the stages
+run, the runs are read back through MlflowClient, the reports and DVC metrics/plots exist, and a second
+`dvc repro` trains nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+@pytest.fixture
+def repo(tmp_path):
+    for name in ("dvc.yaml", "params.yaml", "pipelines", "src"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    # The real file, shrunk: same studies and stages, debug workload, a few epochs, seeds and trials.
+    for study in params["studies"].values():
+        study.update(data={"name": "debug"}, model={"name": "mlp", "hidden": [16]}, seeds=2)
+        study["train"].update(epochs=3, batch_size=32, target_val_acc=0.5)
+    for budget in params["tuning"].values():
+        budget.update(trials=3, techniques=budget["techniques"][:1])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("OPTUNA_STORAGE", None)
+    _sh(["git", "init", "-q"], tmp_path, env)
+    _sh(["dvc", "init", "-q"], tmp_path, env)
+    _sh(["git", "add", "-A"], tmp_path, env)
+    _sh(["git", "commit", "-qm", "init"], tmp_path, env)
+    return tmp_path, params, env
+
+
+@pytest.mark.slow
+def test_dvc_repro_end_to_end(repo):
+    from mlflow.tracking import MlflowClient
+
+    path, params, env = repo
+    _sh(["dvc", "repro"], path, env)
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("optimizers")
+    runs = client.search_runs([exp.experiment_id], "tags.variant = 'default'")
+    techniques = params["studies"]["optimizers"]["techniques"]
+    assert sorted(r.info.run_name for r in runs) == sorted(f"{t}/seed{s}" for t in techniques for s in (0, 1))
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+    metrics = json.loads((path / "results/optimizers/metrics.json").read_text())
+    assert set(metrics) == set(techniques)
+    assert all(m["n"] == 2 for m in metrics.values())
+    tuning = json.loads((path / "results/optimizers/tuning.json").read_text())
+    assert list(tuning) == ["adam"] and tuning["adam"]["trials"] == 3 and len(tuning["adam"]["runs"]) == 2
+
+    md = (path / "reports/optimizers.md").read_text()
+    for t in techniques:
+        assert f"| {t} | 2 |" in md
+    assert "## What the numbers say" in md and "## Tuned vs default" in md
+    assert (path / "reports/figures/optimizers_curves.png").stat().st_size > 10_000
+    html = (path / "reports/index.html").read_text()
+    assert "data:image/png;base64," in html and "http" not in html.split("<body>")[0]
+
+    shown = _sh(["dvc", "metrics", "show", "--json"], path, env).stdout
+    assert "test_acc_mean" in shown
+    _sh(["dvc", "plots", "show", "-o", str(path / "plots_html")], path, env)
+
+    # Nothing changed: no stage runs, no new MLflow run.
+    n_runs = len(client.search_runs([exp.experiment_id]))
+    again = _sh(["dvc", "repro"], path, env).stdout
+    assert "didn't change" in again or "up to date" in again.lower()
+    assert len(client.search_runs([exp.experiment_id])) == n_runs

@@ -1,0 +1,59 @@
+"""A real MLflow sqlite store: run identity, names, tags, metrics, resume without duplicates, and reports
+that read only the runs of the current configuration."""
+
+from __future__ import annotations
+
+import json
+
+from techbench.config import parse_params
+from techbench.study import export_study, run_study
+from techbench.tracking import Tracker
+
+
+def test_runs_are_named_tagged_and_logged_per_epoch(workdir, raw_params):
+    params = parse_params(raw_params)
+    tracker = Tracker()
+    assert run_study(params, "optimizers", tracker=tracker) == 4
+    exp = tracker.client.get_experiment_by_name("optimizers")
+    runs = tracker.client.search_runs([exp.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["adam/seed0", "adam/seed1", "sgd/seed0", "sgd/seed1"]
+    run = next(r for r in runs if r.info.run_name == "adam/seed1")
+    tags = run.data.tags
+    assert tags["study"] == "optimizers" and tags["technique"] == "adam" and tags["seed"] == "1"
+    assert tags["config_hash"] == params.studies["optimizers"].runs["adam"].config_hash()
+    assert "git_commit" in tags and tags["outcome"] == "completed"
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optimizer.lr"] == "0.001" and run.data.params["train.epochs"] == "3"
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "time/epoch_s"):
+        steps = [m.step for m in tracker.client.get_metric_history(run.info.run_id, key)]
+        assert steps == [0, 1, 2], key  # one value per epoch, step = epoch
+    assert {"test/acc", "test/loss"} <= set(run.data.metrics)
+
+
+def test_interrupted_study_resumes_without_duplicates(workdir, raw_params):
+    params = parse_params(raw_params)
+    tracker = Tracker()
+    assert run_study(params, "optimizers", tracker=tracker) == 4
+    # Simulate an interruption: one run did not finish.
+    victim = next(tracker.search("optimizers", {"technique": "sgd", "seed": "1"}))
+    tracker.client.set_terminated(victim.info.run_id, "FAILED")
+    assert run_study(params, "optimizers", tracker=tracker) == 1
+    assert run_study(params, "optimizers", tracker=tracker) == 0
+    assert len(list(tracker.search("optimizers", {"technique": "sgd", "seed": "1"}))) == 1
+    assert run_study(params, "optimizers", force=True, tracker=tracker) == 4
+
+
+def test_results_use_only_the_current_configuration(workdir, raw_params):
+    tracker = Tracker()
+    run_study(parse_params(raw_params), "optimizers", tracker=tracker)
+    raw_params["studies"]["optimizers"]["train"]["epochs"] = 2  # a new configuration, old runs now stale
+    params = parse_params(raw_params)
+    run_study(params, "optimizers", tracker=tracker)
+    out = export_study(params, "optimizers", tracker=tracker)
+    runs = json.loads((out / "runs.json").read_text())["runs"]
+    assert len(runs) == 4 and all(len(r["curves"]["val/acc"]) == 2 for r in runs)
+    current = {params.studies["optimizers"].runs[t].config_hash() for t in ("sgd", "adam")}
+    assert {tracker.client.get_run(r["run_id"]).data.tags["config_hash"] for r in runs} == current
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["adam"]["n"] == 2 and 0 <= metrics["adam"]["test_acc_mean"] <= 1
+    assert (out / "curves" / "adam.csv").read_text().startswith("epoch,train_loss,val_loss,val_acc,lr\n1,")
