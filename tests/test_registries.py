@@ -97,9 +97,7 @@ def test_timm_loads_local_pretrained_file_through_timm(tmp_path):
     """The pretrained path hub weights take, pointed at a file: backbone kept, new head re-initialized."""
     from safetensors.torch import save_file
 
-    src = build_model(
-        {"name": "timm", "arch": "test_resnet", "pretrained_file": "", "drop_rate": 0.0}, (1, 16, 16), 10
-    )
+    src = build_model({"name": "timm", "arch": "test_resnet", "pretrained_file": "", "drop_rate": 0.0}, (1, 16, 16), 10)
     save_file(src.state_dict(), tmp_path / "w.safetensors")
     dst = build_model(
         {

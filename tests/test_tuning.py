@@ -27,9 +27,7 @@ def test_tune_command_on_the_debug_workload(workdir, raw_params):
 
     tracker = Tracker()
     parent = next(tracker.search("optimizers", {"kind": "tuning"}))
-    children = list(
-        tracker.search("optimizers", {"mlflow.parentRunId": parent.info.run_id}, finished_only=False)
-    )
+    children = list(tracker.search("optimizers", {"mlflow.parentRunId": parent.info.run_id}, finished_only=False))
     assert len(children) == 4
     assert {c.data.tags["outcome"] for c in children} <= {"completed", "pruned", "diverged"}
     assert float(parent.data.metrics["best/val_acc"]) == study.best_value
@@ -44,6 +42,5 @@ def test_tune_command_on_the_debug_workload(workdir, raw_params):
     tuned = list(tracker.search("optimizers", {"variant": "tuned"}))
     assert (
         len(tuned) == 2
-        or study.best_params
-        != optuna.load_study(study_name=summaries[0].study_name, storage=storage_url()).best_params
+        or study.best_params != optuna.load_study(study_name=summaries[0].study_name, storage=storage_url()).best_params
     )

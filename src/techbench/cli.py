@@ -31,9 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("study")
     tune.add_argument("technique", nargs="?", help="default: the techniques of tuning.<study> in params")
     tune.add_argument("--trials", type=int, help="total trials of the Optuna study (default: params)")
-    tune.add_argument(
-        "--storage", help="Optuna storage URL (default: $OPTUNA_STORAGE or sqlite:///optuna.db)"
-    )
+    tune.add_argument("--storage", help="Optuna storage URL (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
     tune.add_argument("--force", action="store_true", help="re-run tuned evaluation runs that finished")
 
     rep = sub.add_parser("report", help="write reports/<study>.md and reports/index.html from results/")
@@ -101,9 +99,7 @@ def _check_tune_args(params, args) -> None:
         )
     if args.trials is not None and args.trials < 1:
         raise ConfigError("--trials", f"{args.trials} is out of range: must be >= 1")
-    techniques = (
-        [args.technique] if args.technique else getattr(params.tuning.get(args.study), "techniques", [])
-    )
+    techniques = [args.technique] if args.technique else getattr(params.tuning.get(args.study), "techniques", [])
     if not techniques:
         raise ConfigError(
             f"tuning.{args.study}.techniques",

@@ -101,9 +101,7 @@ def tune(
             return 0.0  # a diverged configuration is the worst possible score, not a failed trial
         return tracker.history(result.run_id, OBJECTIVE)[-1]
 
-    done = sum(
-        t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials
-    )
+    done = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
     if done < trials:
         study.optimize(objective, n_trials=trials - done)
     tracker.client.log_metric(parent, "best/val_acc", study.best_value)
@@ -150,9 +148,7 @@ def tune_study(
             "default_params": {k: v for k, v in base.components[_slot(base)].items() if k != "name"},
             "runs": collect(tracker, [tuned], eval_seeds),
         }
-        log.info(
-            "tuned %s/%s: best val/acc %.4f with %s", study, technique, result.best_value, result.best_params
-        )
+        log.info("tuned %s/%s: best val/acc %.4f with %s", study, technique, result.best_value, result.best_params)
     out = (out_dir or RESULTS_DIR) / study
     out.mkdir(parents=True, exist_ok=True)
     (out / "tuning.json").write_text(json.dumps(summary, indent=1, default=str))

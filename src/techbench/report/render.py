@@ -113,9 +113,7 @@ def tuning_section(tuning: dict[str, Any], groups: dict[str, list[dict[str, Any]
         tuned = info.get("runs", [])
         diff = tuned_vs_default(groups.get(t, []), tuned)
         params = ", ".join(f"{k}={_num(v)}" for k, v in info["best_params"].items())
-        default = ", ".join(
-            f"{k}={_num(v)}" for k, v in info["default_params"].items() if k in info["best_params"]
-        )
+        default = ", ".join(f"{k}={_num(v)}" for k, v in info["default_params"].items() if k in info["best_params"])
         rows.append(
             [
                 t,

@@ -101,6 +101,4 @@ def adam(model, lr, beta1, beta2, eps):
     has_betas=True,
 )
 def adamw(model, lr, beta1, beta2, eps, weight_decay):
-    return torch.optim.AdamW(
-        model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay
-    )
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)

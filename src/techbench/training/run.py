@@ -108,9 +108,7 @@ def train_one(
     if module.diverged:
         metrics["diverged_step"] = float(module.diverged_step)
     if logger and trainer.is_global_zero:
-        logger.log_metrics(
-            {k: metrics[k] for k in ("time/fit_s", "epochs_run", "diverged_step") if k in metrics}
-        )
+        logger.log_metrics({k: metrics[k] for k in ("time/fit_s", "epochs_run", "diverged_step") if k in metrics})
         logger.experiment.set_tag(logger.run_id, "outcome", outcome)
         logger.finalize("success")
     return RunResult(

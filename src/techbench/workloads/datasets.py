@@ -130,9 +130,7 @@ def image_folder(path, image_size, grayscale, val_fraction, test_fraction, data_
 
     tf = [transforms.Resize((image_size, image_size))]
     tf += [transforms.Grayscale()] if grayscale else [transforms.Lambda(lambda im: im.convert("RGB"))]
-    ds = datasets.ImageFolder(
-        str(Path(path).expanduser()), transform=transforms.Compose([*tf, transforms.ToTensor()])
-    )
+    ds = datasets.ImageFolder(str(Path(path).expanduser()), transform=transforms.Compose([*tf, transforms.ToTensor()]))
     x = torch.stack([img for img, _ in ds])
     y = torch.tensor(ds.targets, dtype=torch.long)
     x_rest, y_rest, x_test, y_test = split_train_val(x, y, test_fraction, data_seed)

@@ -93,9 +93,7 @@ class GRUClassifier(nn.Module):
         return self.head(h[-1])
 
 
-@MODELS.register(
-    "gru", description="GRU over the sequence, last hidden state -> linear head", defaults={"hidden": 64}
-)
+@MODELS.register("gru", description="GRU over the sequence, last hidden state -> linear head", defaults={"hidden": 64})
 def gru(input_shape, num_classes, hidden) -> nn.Module:
     return GRUClassifier(input_shape[0], num_classes, int(hidden))
 
