@@ -37,3 +37,6 @@ format: $(STAMP)
 
 clean:
 	rm -rf results reports/figures mlflow.db optuna.db mlartifacts
+
+bench: $(STAMP)
+	python benchmarks/step_overhead.py

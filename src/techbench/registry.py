@@ -41,11 +41,10 @@ class Registry:
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries:
                 raise ValueError(f"{self.family}: '{name}' is registered twice")
-            doc = description or (fn.__doc__ or "").strip().splitlines()[0:1]
             self._entries[name] = Entry(
                 name=name,
                 factory=fn,
-                description=doc if isinstance(doc, str) else (doc[0] if doc else ""),
+                description=description or (fn.__doc__ or "").strip().split("\n")[0],
                 defaults=dict(defaults or {}),
                 search_space=dict(search_space or {}),
                 meta=meta,

@@ -12,6 +12,7 @@ from typing import Any
 
 from techbench.analysis.findings import describe, tuned_vs_default
 from techbench.analysis.stats import mean_ci
+from techbench.errors import ConfigError
 from techbench.report.plots import learning_curves
 
 REPORTS_DIR = Path("reports")
@@ -209,6 +210,20 @@ def to_html(sections: list[Section]) -> str:
     return "\n".join(out)
 
 
+def benchmarks_section(folder: Path) -> Section | None:
+    """Speed measurements from `make bench` (benchmarks/results/*.json), shown as they were recorded."""
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        return None
+    sec = Section("Benchmarks (`make bench`)")
+    for f in files:
+        data = json.loads(f.read_text())
+        rows = [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in data.items()]
+        sec.paragraphs.append(f"`{f.name}`")
+        sec.tables.append(Table(["measure", "value"], rows))
+    return sec
+
+
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>techbench report</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:1em 0;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 7px}}
@@ -221,7 +236,11 @@ sqlite:///mlflow.db</code>), tuning studies in Optuna (<code>optuna-dashboard sq
 def write_reports(
     results_root: Path = Path("results"), reports_dir: Path = REPORTS_DIR, studies: list[str] | None = None
 ) -> list[Path]:
-    studies = studies or sorted(p.name for p in results_root.iterdir() if (p / "runs.json").is_file())
+    available = sorted(p.parent.name for p in results_root.glob("*/runs.json"))
+    for study in studies or []:
+        if study not in available:
+            raise ConfigError("study", f"no results for {study!r} yet: run `techbench run {study}` first", available)
+    studies = studies or available
     figures = reports_dir / "figures"
     written, bodies = [], []
     for study in studies:
@@ -231,6 +250,9 @@ def write_reports(
         md.write_text(to_markdown(sections, reports_dir))
         written.append(md)
         bodies.append(f'<section id="{study}">' + to_html(sections) + "</section>")
+    bench = benchmarks_section(Path("benchmarks/results"))
+    if bench is not None:
+        bodies.append(to_html([bench]))
     toc = ", ".join(f'<a href="#{s}">{s}</a>' for s in studies) or "none"
     index = reports_dir / "index.html"
     index.write_text(PAGE.format(toc=toc, body="\n<hr>\n".join(bodies)))

@@ -112,7 +112,7 @@ def train_one(
         logger.experiment.set_tag(logger.run_id, "outcome", outcome)
         logger.finalize("success")
     return RunResult(
-        run_id=getattr(logger, "run_id", None) if logger else None,
+        run_id=logger.run_id if logger and trainer.is_global_zero else None,  # only rank 0 holds a run
         seed=seed,
         metrics=metrics,
         outcome=outcome,
