@@ -25,7 +25,7 @@ def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def repo(tmp_path):
-    for name in ("dvc.yaml", "params.yaml", "pipelines", "src"):
+    for name in ("dvc.yaml", "params.yaml", "pipelines", "src", "benchmarks"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
