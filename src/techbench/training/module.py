@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -83,6 +82,3 @@ class TechniqueModule(L.LightningModule):
     def diverged(self) -> bool:
         return self.diverged_step is not None
 
-
-def is_finite(value: float) -> bool:
-    return value is not None and math.isfinite(value)
