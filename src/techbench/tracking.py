@@ -23,11 +23,15 @@ CURVE_KEYS = ["train/loss", "train/acc", "val/loss", "val/acc", "lr", "time/epoc
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI if set, else mlflow.db in the working directory, as an absolute sqlite URI
     (relative sqlite paths break as soon as a process changes directory)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    return absolute_sqlite(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
+
+
+def absolute_sqlite(url: str) -> str:
+    """sqlite:///relative.db -> sqlite:////abs/relative.db; any other URL unchanged."""
     prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str(Path(uri[len(prefix) :]).resolve())
-    return uri
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        url = prefix + str(Path(url[len(prefix) :]).resolve())
+    return url
 
 
 def _artifact_location(uri: str) -> str | None:

@@ -16,11 +16,11 @@ from typing import Any
 import optuna
 
 from techbench.analysis.results import RESULTS_DIR, collect
-from techbench.config import Params, RunConfig
+from techbench.config import Params, RunConfig, slot_of
 from techbench.registry import Registry
 from techbench.study import pending_runs
 from techbench.techniques import FAMILIES
-from techbench.tracking import Tracker
+from techbench.tracking import Tracker, absolute_sqlite
 from techbench.training.run import run_name, run_tags, train_one
 
 log = logging.getLogger("techbench")
@@ -29,11 +29,7 @@ OBJECTIVE = "val/acc"
 
 
 def storage_url(storage: str | None = None) -> str:
-    url = storage or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/"):
-        url = prefix + str(Path(url[len(prefix) :]).resolve())
-    return url
+    return absolute_sqlite(storage or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE)
 
 
 def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -145,7 +141,7 @@ def tune_study(
             "best_val_acc": result.best_value,
             "trials": len(states),
             "pruned": states.count("PRUNED"),
-            "default_params": {k: v for k, v in base.components[_slot(base)].items() if k != "name"},
+            "default_params": {k: v for k, v in base.components[slot_of(base.family)].items() if k != "name"},
             "runs": collect(tracker, [tuned], eval_seeds),
         }
         log.info("tuned %s/%s: best val/acc %.4f with %s", study, technique, result.best_value, result.best_params)
@@ -153,7 +149,3 @@ def tune_study(
     out.mkdir(parents=True, exist_ok=True)
     (out / "tuning.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
-
-
-def _slot(cfg: RunConfig) -> str:
-    return FAMILIES[cfg.family].slot

@@ -12,6 +12,7 @@ from typing import Any
 
 from techbench.analysis.findings import describe, tuned_vs_default
 from techbench.analysis.stats import mean_ci
+from techbench.config import slot_of
 from techbench.errors import ConfigError
 from techbench.report.plots import learning_curves
 
@@ -58,15 +59,9 @@ def _setup(configs: dict[str, Any]) -> list[str]:
         f"Hardware: accelerator={hw['accelerator']}, devices={hw['devices']}, precision={hw['precision']} "
         f"on {platform.machine()} ({platform.processor() or 'cpu'}); code version {c['code_version']}.",
         "Technique hyperparameters: "
-        + "; ".join(f"`{t}` ({fmt(cfg[_slot(cfg)])})" for t, cfg in configs.items())
+        + "; ".join(f"`{t}` ({fmt(cfg[slot_of(cfg['family'])])})" for t, cfg in configs.items())
         + ".",
     ]
-
-
-def _slot(cfg: dict[str, Any]) -> str:
-    from techbench.techniques import FAMILIES
-
-    return FAMILIES[cfg["family"]].slot
 
 
 def results_table(groups: dict[str, list[dict[str, Any]]]) -> Table:

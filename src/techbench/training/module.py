@@ -81,4 +81,3 @@ class TechniqueModule(L.LightningModule):
     @property
     def diverged(self) -> bool:
         return self.diverged_step is not None
-
