@@ -17,22 +17,42 @@ from techbench.workloads import DATASETS, MODELS, build_model, load_dataset
 def test_optimizer_builds_and_a_step_lowers_the_loss(name):
     torch.manual_seed(0)
     x, y = torch.randn(64, 1, 16), torch.randint(0, 4, (64,))
-    model = build_model({"name": "mlp", "hidden": [16], "activation": "relu", "dropout": 0.0}, (1, 16), 4)
     entry = OPTIMIZERS.get(name)
+    # Full-batch second-order methods are benchmarked on the convex workload they are meant for.
+    spec = (
+        {"name": "logreg"}
+        if entry.meta.get("full_batch")
+        else {"name": "mlp", "hidden": [16], "activation": "relu", "dropout": 0.0}
+    )
+    model = build_model(spec, (1, 16), 4)
     opt = build_optimizer({"name": name, **entry.defaults}, model)
     before = F.cross_entropy(model(x), y)
-    for _ in range(5):
+    closure_kind = entry.meta.get("closure", "none")
+
+    def closure():
+        # "backward": the optimizer re-evaluates loss and gradients (L-BFGS); "loss_graph": it differentiates
+        # the returned loss itself (Newton).
         opt.zero_grad()
         loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
+        if closure_kind == "backward":
+            loss.backward()
+        return loss
+
+    for _ in range(5):
+        if closure_kind == "none":
+            closure().backward()
+            opt.step()
+        else:
+            opt.step(closure)
     assert F.cross_entropy(model(x), y) < before
 
 
 @pytest.mark.parametrize("family", list(FAMILIES.values()), ids=lambda f: f.name)
 def test_search_spaces_are_well_formed(family):
     for entry in family.registry:
-        assert entry.search_space, f"{entry.name} declares no search space"
+        # Optimizers and schedules with hyperparameters must be tunable; batch regimes are fixed recipes.
+        if family.name != "batch_size" and entry.defaults:
+            assert entry.search_space, f"{entry.name} declares no search space"
         for hp, dim in entry.search_space.items():
             assert hp in entry.defaults, f"{entry.name}: {hp} is tunable but has no default"
             assert "choices" in dim or dim["low"] < dim["high"]

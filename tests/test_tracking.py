@@ -16,11 +16,16 @@ def test_runs_are_named_tagged_and_logged_per_epoch(workdir, raw_params):
     assert run_study(params, "optimizers", tracker=tracker) == 4
     exp = tracker.client.get_experiment_by_name("optimizers")
     runs = tracker.client.search_runs([exp.experiment_id])
-    assert sorted(r.info.run_name for r in runs) == ["adam/seed0", "adam/seed1", "sgd/seed0", "sgd/seed1"]
-    run = next(r for r in runs if r.info.run_name == "adam/seed1")
+    assert sorted(r.info.run_name for r in runs) == [
+        "adam/debug_mlp/seed0",
+        "adam/debug_mlp/seed1",
+        "sgd/debug_mlp/seed0",
+        "sgd/debug_mlp/seed1",
+    ]
+    run = next(r for r in runs if r.info.run_name == "adam/debug_mlp/seed1")
     tags = run.data.tags
     assert tags["study"] == "optimizers" and tags["technique"] == "adam" and tags["seed"] == "1"
-    assert tags["config_hash"] == params.studies["optimizers"].runs["adam"].config_hash()
+    assert tags["config_hash"] == params.studies["optimizers"].run("adam").config_hash()
     assert "git_commit" in tags and tags["outcome"] == "completed"
     assert run.info.status == "FINISHED"
     assert run.data.params["optimizer.lr"] == "0.001" and run.data.params["train.epochs"] == "3"
@@ -52,8 +57,8 @@ def test_results_use_only_the_current_configuration(workdir, raw_params):
     out = export_study(params, "optimizers", tracker=tracker)
     runs = json.loads((out / "runs.json").read_text())["runs"]
     assert len(runs) == 4 and all(len(r["curves"]["val/acc"]) == 2 for r in runs)
-    current = {params.studies["optimizers"].runs[t].config_hash() for t in ("sgd", "adam")}
+    current = {params.studies["optimizers"].run(t).config_hash() for t in ("sgd", "adam")}
     assert {tracker.client.get_run(r["run_id"]).data.tags["config_hash"] for r in runs} == current
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["adam"]["n"] == 2 and 0 <= metrics["adam"]["test_acc_mean"] <= 1
+    assert metrics["debug_mlp"]["adam"]["n"] == 2 and 0 <= metrics["debug_mlp"]["adam"]["test_acc_mean"] <= 1
     assert (out / "curves" / "adam.csv").read_text().startswith("epoch,train_loss,val_loss,val_acc,lr\n1,")

@@ -14,7 +14,7 @@ from techbench.workloads import InMemoryLoader
 
 def _cfg(raw_params, technique="adam", **train):
     raw_params["studies"]["optimizers"]["train"].update(train)
-    return parse_params(raw_params).studies["optimizers"].runs[technique]
+    return parse_params(raw_params).studies["optimizers"].run(technique)
 
 
 def test_same_seed_same_numbers_different_seed_different(raw_params):

@@ -2,7 +2,7 @@
 
 Layout of params.yaml:
   hardware:          Lightning Trainer settings shared by every run (accelerator, devices, strategy, precision)
-  studies.<name>:    one study = one technique family x its techniques x seeds on one workload
+  studies.<name>:    one study = one technique family x its techniques x workloads x seeds (+ sweeps, probes)
   tuning.<name>:     optional Optuna budget for techniques of study <name>
 
 A component (data, model, optimizer, ...) is written as ``{name: <registry key>, <hyperparameter>: value}``;
@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from techbench.checks import HP_BOUNDS, component, merge_checked  # noqa: F401  (re-exported)
 from techbench.errors import ConfigError
-from techbench.registry import Registry
 
 HARDWARE_DEFAULTS: dict[str, Any] = {
     "accelerator": "cpu",
@@ -39,12 +38,12 @@ HARDWARE_ALLOWED = {
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 20,
     "batch_size": 128,
+    "accumulate_grad_batches": 1,
     "grad_clip": 0.0,  # 0 = no clipping
     # A training loss above this (or NaN/inf) marks the run as diverged; it stops and is recorded.
     "divergence_loss": 1.0e3,
     "target_val_acc": 0.0,  # time-to-target is reported when > 0
 }
-STUDY_KEYS = ["family", "techniques", "seeds", "data", "model", "train", "base", "technique_params"]
 TUNING_DEFAULTS: dict[str, Any] = {
     "techniques": [],
     "trials": 10,
@@ -52,87 +51,6 @@ TUNING_DEFAULTS: dict[str, Any] = {
     "seed": 1000,
     "eval_seeds": 0,
 }
-
-# Bounds for hyperparameters that mean the same thing in every registry entry that declares them.
-# (low, high, low_inclusive, high_inclusive); None = unbounded.
-HP_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
-    "lr": (0.0, None, False, True),
-    "momentum": (0.0, 1.0, True, False),
-    "beta": (0.0, 1.0, True, False),
-    "beta1": (0.0, 1.0, True, False),
-    "beta2": (0.0, 1.0, True, False),
-    "alpha": (0.0, 1.0, True, True),
-    "eps": (0.0, None, False, True),
-    "weight_decay": (0.0, None, True, True),
-    "dropout": (0.0, 1.0, True, False),
-    "epochs": (1, None, True, True),
-    "batch_size": (1, None, True, True),
-    "grad_clip": (0.0, None, True, True),
-    "divergence_loss": (0.0, None, False, True),
-    "target_val_acc": (0.0, 1.0, True, True),
-    "num_samples": (10, None, True, True),
-    "val_fraction": (0.0, 1.0, False, False),
-}
-
-
-def _check_value(key: str, name: str, value: Any, default: Any) -> Any:
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"expected true/false, got {value!r}")
-        return value
-    if isinstance(default, (int, float)) and default is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"expected a number, got {value!r}")
-        if isinstance(default, int) and not isinstance(default, bool) and not float(value).is_integer():
-            raise ConfigError(key, f"expected an integer, got {value!r}")
-        if not math.isfinite(float(value)):
-            raise ConfigError(key, f"expected a finite number, got {value!r}")
-        if name in HP_BOUNDS:
-            lo, hi, lo_inc, hi_inc = HP_BOUNDS[name]
-            if lo is not None and (value < lo or (value == lo and not lo_inc)):
-                raise ConfigError(key, f"{value!r} is out of range: must be {'>=' if lo_inc else '>'} {lo}")
-            if hi is not None and (value > hi or (value == hi and not hi_inc)):
-                raise ConfigError(key, f"{value!r} is out of range: must be {'<=' if hi_inc else '<'} {hi}")
-        return int(value) if isinstance(default, int) else float(value)
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(key, f"expected a string, got {value!r}")
-    if isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
-        raise ConfigError(key, f"expected a list, got {value!r}")
-    return value
-
-
-def merge_checked(key: str, defaults: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
-    """defaults updated with ``given``; unknown keys and out-of-range values raise ConfigError."""
-    given = given or {}
-    if not isinstance(given, dict):
-        raise ConfigError(key, f"expected a mapping, got {given!r}")
-    out = dict(defaults)
-    for name, value in given.items():
-        if name not in defaults:
-            raise ConfigError(f"{key}.{name}", "unknown key", sorted(defaults))
-        out[name] = _check_value(f"{key}.{name}", name, value, defaults[name])
-    return out
-
-
-def component(key: str, registry: Registry, given: Any) -> dict[str, Any]:
-    """Resolve ``{name: k, **hp}`` (or just ``k``) against a registry into a full, checked dict."""
-    if isinstance(given, str):
-        given = {"name": given}
-    if not isinstance(given, dict) or "name" not in given:
-        raise ConfigError(key, f"expected {{name: <{registry.family} key>, ...}}", registry.names())
-    name = given["name"]
-    if name not in registry:
-        raise ConfigError(f"{key}.name", f"unknown {registry.family} {name!r}", registry.names())
-    hp = {k: v for k, v in given.items() if k != "name"}
-    entry = registry.get(name)
-    resolved = merge_checked(key, entry.defaults, hp)
-    check = entry.meta.get("check")
-    if check is not None:
-        try:
-            check(resolved)
-        except ValueError as e:
-            raise ConfigError(key, str(e)) from None
-    return {"name": name, **resolved}
 
 
 @dataclass(frozen=True)
@@ -145,9 +63,14 @@ class RunConfig:
     data: dict[str, Any]
     model: dict[str, Any]
     train: dict[str, Any]
-    components: dict[str, dict[str, Any]]  # slot -> component, e.g. {"optimizer": {...}}
+    components: dict[str, dict[str, Any]]  # slot -> component, e.g. {"optimizer": {...}, "schedule": {...}}
     hardware: dict[str, Any]
-    variant: str = "default"  # "default" or e.g. "tuned"
+    variant: str = "default"  # "default", "tuned", or a sweep point such as "lr=0.01"
+    workload: str = "default"
+
+    @property
+    def label(self) -> str:
+        return self.technique if self.variant == "default" else f"{self.technique}@{self.variant}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +78,7 @@ class RunConfig:
             "family": self.family,
             "technique": self.technique,
             "variant": self.variant,
+            "workload": self.workload,
             "data": self.data,
             "model": self.model,
             "train": self.train,
@@ -177,12 +101,31 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class Workload:
+    name: str
+    data: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
-    family: str
+    family: str | None  # None for a study made only of probes
     techniques: list[str]
     seeds: int
-    runs: dict[str, RunConfig]  # technique -> its run config
+    runs: list[RunConfig]  # technique x sweep point x workload, in params order
+    workloads: dict[str, Workload] = field(default_factory=dict)
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # probe -> resolved hyperparameters
+    fixed: dict[str, dict[str, Any]] = field(default_factory=dict)  # the components of slots not varied
+
+    def run(self, technique: str, workload: str | None = None) -> RunConfig:
+        """The default (unswept) config of a technique on a workload (default: its first workload)."""
+        for r in self.runs:
+            default = r.variant == "default" or not any(x.variant == "default" for x in self.runs)
+            if r.technique == technique and (workload is None or r.workload == workload) and default:
+                return r
+        raise ConfigError(f"studies.{self.name}.techniques", f"no run of {technique!r}", self.techniques)
 
 
 @dataclass(frozen=True)
@@ -223,74 +166,6 @@ def _hardware(given: Any) -> dict[str, Any]:
     return hw
 
 
-def _study(name: str, block: Any, hardware: dict[str, Any]) -> StudySpec:
-    from techbench.techniques import FAMILIES
-    from techbench.workloads import DATASETS, MODELS
-
-    key = f"studies.{name}"
-    if not isinstance(block, dict):
-        raise ConfigError(key, "expected a mapping")
-    for k in block:
-        if k not in STUDY_KEYS:
-            raise ConfigError(f"{key}.{k}", "unknown key", STUDY_KEYS)
-    for required in ("family", "techniques", "seeds", "data", "model"):
-        if required not in block:
-            raise ConfigError(f"{key}.{required}", "missing required key")
-    family_name = block["family"]
-    if family_name not in FAMILIES:
-        raise ConfigError(f"{key}.family", f"unknown family {family_name!r}", sorted(FAMILIES))
-    family = FAMILIES[family_name]
-    techniques = block["techniques"]
-    if not isinstance(techniques, list) or not techniques:
-        raise ConfigError(f"{key}.techniques", "expected a non-empty list", family.registry.names())
-    for i, t in enumerate(techniques):
-        if t not in family.registry:
-            raise ConfigError(f"{key}.techniques[{i}]", f"unknown technique {t!r}", family.registry.names())
-    if len(set(techniques)) != len(techniques):
-        raise ConfigError(f"{key}.techniques", "lists a technique twice")
-    seeds = block["seeds"]
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"{key}.seeds", f"{seeds!r} is out of range: must be an integer >= 1")
-
-    data = component(f"{key}.data", DATASETS, block["data"])
-    model = component(f"{key}.model", MODELS, block["model"])
-    train = merge_checked(f"{key}.train", TRAIN_DEFAULTS, block.get("train"))
-    # Fixed components for the slots this study does not vary (e.g. the optimizer of a schedule study).
-    base = block.get("base") or {}
-    if not isinstance(base, dict):
-        raise ConfigError(f"{key}.base", "expected a mapping of slot -> component")
-    slots = {f.slot: f for f in FAMILIES.values()}
-    for slot in base:
-        if slot not in slots:
-            raise ConfigError(f"{key}.base.{slot}", "unknown slot", sorted(slots))
-    overrides = block.get("technique_params") or {}
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"{key}.technique_params", "expected a mapping of technique -> hyperparameters")
-    for t in overrides:
-        if t not in techniques:
-            raise ConfigError(f"{key}.technique_params.{t}", "not a technique of this study", techniques)
-
-    fixed = {
-        slot: component(f"{key}.base.{slot}", fam.registry, base.get(slot, fam.default))
-        for slot, fam in slots.items()
-        if slot != family.slot
-    }
-    runs = {}
-    for t in techniques:
-        tech = component(f"{key}.technique_params.{t}", family.registry, {"name": t, **overrides.get(t, {})})
-        runs[t] = RunConfig(
-            study=name,
-            family=family_name,
-            technique=t,
-            data=data,
-            model=model,
-            train=train,
-            components={**fixed, family.slot: tech},
-            hardware=hardware,
-        )
-    return StudySpec(name=name, family=family_name, techniques=list(techniques), seeds=seeds, runs=runs)
-
-
 def _tuning(name: str, block: Any, studies: dict[str, StudySpec]) -> TuningSpec:
     key = f"tuning.{name}"
     if name not in studies:
@@ -318,7 +193,9 @@ def parse_params(raw: Any) -> Params:
     if not isinstance(raw.get("studies"), dict) or not raw["studies"]:
         raise ConfigError("studies", "expected at least one study block")
     hardware = _hardware(raw.get("hardware"))
-    studies = {n: _study(n, b, hardware) for n, b in raw["studies"].items()}
+    from techbench.config_study import parse_study
+
+    studies = {n: parse_study(n, b, hardware) for n, b in raw["studies"].items()}
     tuning_raw = raw.get("tuning") or {}
     if not isinstance(tuning_raw, dict):
         raise ConfigError("tuning", "expected a mapping of study -> tuning budget")

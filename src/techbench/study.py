@@ -21,11 +21,39 @@ def pending_runs(tracker: Tracker, runs: list[tuple[RunConfig, int]], force: boo
             log.info("skip %s: finished as run %s", run_name(cfg, seed), done.info.run_id)
 
 
+def preflight(spec) -> None:
+    """Build every (model, optimizer) pair once before training anything, so an impossible combination
+    (e.g. exact Newton on a model too large for its Hessian) is a config error, not a half-finished study."""
+    from techbench.errors import ConfigError
+    from techbench.techniques.batching import apply_batching
+    from techbench.techniques.optimizers import build_optimizer
+    from techbench.workloads import build_model, load_dataset
+
+    seen = set()
+    for cfg in spec.runs:
+        key = (
+            cfg.workload,
+            repr(cfg.model),
+            repr(cfg.components.get("optimizer")),
+            repr(cfg.components.get("batching")),
+        )
+        if key in seen:
+            continue
+        seen.add(key)
+        data = load_dataset(cfg.data)
+        config = apply_batching(cfg.as_dict(), len(data.x_train))
+        try:
+            build_optimizer(config["optimizer"], build_model(cfg.model, data.input_shape, data.num_classes))
+        except ValueError as e:
+            raise ConfigError(f"studies.{spec.name}.workloads.{cfg.workload}", f"{cfg.technique}: {e}") from None
+
+
 def run_study(params: Params, study: str, force: bool = False, tracker: Tracker | None = None) -> int:
     """Train every missing run of ``study``; returns how many were trained."""
     spec = params.study(study)
     tracker = tracker or Tracker()
-    todo = [(spec.runs[t], s) for t in spec.techniques for s in range(spec.seeds)]
+    preflight(spec)
+    todo = [(cfg, s) for cfg in spec.runs for s in range(spec.seeds)]
     trained = 0
     for cfg, seed in pending_runs(tracker, todo, force):
         result = train_one(cfg, seed, tracker=tracker)
@@ -37,6 +65,10 @@ def run_study(params: Params, study: str, force: bool = False, tracker: Tracker 
             result.run_id,
         )
         trained += 1
+    if spec.probes:
+        from techbench.probe_runs import run_probes
+
+        run_probes(spec, params.hardware, tracker, force)
     return trained
 
 
@@ -46,10 +78,10 @@ def export_study(params: Params, study: str, tracker: Tracker | None = None, out
     from techbench.analysis.results import collect, write_study_results
 
     spec = params.study(study)
-    configs = [spec.runs[t] for t in spec.techniques]
+    configs = spec.runs
     rows = collect(tracker or Tracker(), configs, spec.seeds)
     described = {
-        c.technique: {
+        f"{c.workload}/{c.label}": {
             **c.as_dict(),
             "config_hash": c.config_hash(),
             "seeds": spec.seeds,
@@ -57,4 +89,34 @@ def export_study(params: Params, study: str, tracker: Tracker | None = None, out
         }
         for c in configs
     }
-    return write_study_results(study, rows, described, out_dir)
+    out = write_study_results(study, rows, described, out_dir)
+    if spec.probes:
+        from techbench.probe_runs import run_probes
+
+        probes = run_probes(spec, params.hardware, tracker or Tracker())
+        write_probe_results(out, probes)
+    return out
+
+
+def write_probe_results(out, probes: dict) -> None:
+    """probes.json for the report; the probes' per-row means join metrics.json for `dvc metrics diff`."""
+    import json
+
+    from techbench.analysis.stats import mean_ci
+
+    (out / "probes.json").write_text(json.dumps(probes, indent=1, default=str))
+    summary: dict = {}
+    for name, info in probes.items():
+        for run in info["runs"]:
+            for row in run["rows"]:
+                for k, v in row.items():
+                    if k != "row" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                        summary.setdefault(name, {}).setdefault(str(row["row"]), {}).setdefault(k, []).append(v)
+    means = {
+        p: {r: {k: round(mean_ci(v).mean, 6) for k, v in cols.items()} for r, cols in rows.items()}
+        for p, rows in summary.items()
+    }
+    metrics_file = out / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics["probes"] = means
+    metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True))

@@ -129,7 +129,7 @@ def tune_study(
     eval_seeds = (budget.eval_seeds if budget else 0) or spec.seeds
     summary: dict[str, Any] = {}
     for technique in techniques:
-        base = spec.runs[technique]
+        base = spec.run(technique)
         result = tune(base, registry, n_trials, seed, sampler_seed, storage, tracker)
         tuned = base.with_technique_params(result.best_params, variant="tuned")
         for cfg, s in pending_runs(tracker, [(tuned, s) for s in range(eval_seeds)], force):

@@ -30,6 +30,7 @@ def summarize_run(tracker: Tracker, run: Any, target_val_acc: float) -> dict[str
         "run_id": run.info.run_id,
         "technique": run.data.tags.get("technique"),
         "variant": run.data.tags.get("variant", "default"),
+        "workload": run.data.tags.get("workload", "default"),
         "seed": int(run.data.tags["seed"]),
         "outcome": run.data.tags.get("outcome", "completed"),
         "test_acc": m.get("test/acc"),
@@ -41,6 +42,13 @@ def summarize_run(tracker: Tracker, run: Any, target_val_acc: float) -> dict[str
         "fit_s": m.get("time/fit_s"),
         "epochs_run": m.get("epochs_run"),
         "diverged_step": m.get("diverged_step"),
+        "train_final_acc": m.get("train/final_acc"),
+        "gen_gap": m.get("gen_gap"),
+        "updates": m.get("updates"),
+        "steps_per_epoch": m.get("steps_per_epoch"),
+        "throughput": m.get("throughput/samples_per_s"),
+        "effective_batch": m.get("effective_batch"),
+        "peak_memory_mb": m.get("memory/step_mb"),
         "curves": curves,
     }
     if target_val_acc > 0:
@@ -48,6 +56,8 @@ def summarize_run(tracker: Tracker, run: Any, target_val_acc: float) -> dict[str
         times = np.cumsum([t if math.isfinite(t) else 0.0 for t in curves["time/epoch_s"]])
         row["epochs_to_target"] = None if hit is None else hit + 1
         row["seconds_to_target"] = None if hit is None else float(times[hit])
+        spe = row["steps_per_epoch"]
+        row["updates_to_target"] = None if hit is None or spe is None else (hit + 1) * spe
     return row
 
 
@@ -66,26 +76,33 @@ def collect(tracker: Tracker, configs: list[RunConfig], seeds: int) -> list[dict
     return rows
 
 
+SUMMARY_METRICS = (
+    "test_acc",
+    "test_loss",
+    "final_val_loss",
+    "best_epoch",
+    "fit_s",
+    "epochs_to_target",
+    "seconds_to_target",
+    "updates_to_target",
+    "gen_gap",
+    "throughput",
+    "peak_memory_mb",
+)
+
+
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per technique (and variant): mean, CI half-width and n of the headline numbers."""
+    """Per workload, per technique (and variant): mean, CI half-width and n of the headline numbers."""
     out: dict[str, dict[str, Any]] = {}
-    for key in sorted({_label(r) for r in rows}):
-        group = [r for r in rows if _label(r) == key]
+    for workload, label in sorted({(r["workload"], _label(r)) for r in rows}):
+        group = [r for r in rows if _label(r) == label and r["workload"] == workload]
         entry: dict[str, Any] = {"n": len(group), "diverged": sum(r["outcome"] == "diverged" for r in group)}
-        for metric in (
-            "test_acc",
-            "test_loss",
-            "final_val_loss",
-            "best_epoch",
-            "fit_s",
-            "epochs_to_target",
-            "seconds_to_target",
-        ):
+        for metric in SUMMARY_METRICS:
             est = mean_ci([r.get(metric) for r in group if r.get(metric) is not None])
             if est.n:
                 entry[f"{metric}_mean"] = _round(est.mean)
                 entry[f"{metric}_ci95"] = _round(est.half_width)
-        out[key] = entry
+        out.setdefault(workload, {})[label] = entry
     return out
 
 
@@ -116,20 +133,23 @@ def write_study_results(
     """results/<study>/runs.json (everything the report needs), metrics.json (DVC metrics) and
     curves/<technique>.csv (DVC plots: per-epoch means over seeds)."""
     out = (out_dir or RESULTS_DIR) / study
+    if (out / "curves").is_dir():  # curves of techniques no longer in the study must not linger
+        for old in (out / "curves").glob("*.csv"):
+            old.unlink()
     (out / "curves").mkdir(parents=True, exist_ok=True)
     (out / "runs.json").write_text(
         json.dumps({"study": study, "configs": configs, "runs": rows}, indent=1, default=_json)
     )
     (out / "metrics.json").write_text(json.dumps(aggregate(rows), indent=2, sort_keys=True))
-    for label in sorted({_label(r) for r in rows}):
-        group = [r for r in rows if _label(r) == label]
+    for workload, label in sorted({(r["workload"], _label(r)) for r in rows}):
+        group = [r for r in rows if _label(r) == label and r["workload"] == workload]
         cols = {k: mean_curves(group, k) for k in ("train/loss", "val/loss", "val/acc", "lr")}
         n = max((len(v) for v in cols.values()), default=0)
         lines = ["epoch,train_loss,val_loss,val_acc,lr"]
         for e in range(n):
             vals = [cols[k][e] if e < len(cols[k]) else float("nan") for k in cols]
             lines.append(",".join([str(e + 1)] + [f"{v:.6g}" for v in vals]))
-        (out / "curves" / f"{label.replace('/', '_')}.csv").write_text("\n".join(lines) + "\n")
+        (out / "curves" / f"{workload}__{label.replace('/', '_')}.csv").write_text("\n".join(lines) + "\n")
     return out
 
 

@@ -57,3 +57,55 @@ def learning_curves(groups: dict[str, list[dict[str, Any]]], path: Path, title: 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _sweep_value(label: str) -> tuple[str, str, float] | None:
+    """'sgd@lr=0.01' -> ('sgd', 'lr', 0.01); None for labels that are not single-axis numeric sweep points."""
+    technique, _, variant = label.partition("@")
+    name, eq, value = variant.partition("=")
+    if not eq or "," in value:
+        return None
+    try:
+        return technique, name, float(value)
+    except ValueError:
+        return None
+
+
+def sweep_plot(groups: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path | None:
+    """Final training loss and test accuracy against a swept hyperparameter (diverged runs drawn as x)."""
+    points = {label: _sweep_value(label) for label in groups}
+    if not points or any(p is None for p in points.values()):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    axis_name = next(iter(points.values()))[1]
+    for technique in sorted({p[0] for p in points.values()}):
+        labels = sorted((lb for lb, p in points.items() if p[0] == technique), key=lambda lb: points[lb][2])
+        xs = [points[lb][2] for lb in labels]
+        for ax, value in ((axes[0], _final_train_loss), (axes[1], lambda r: r.get("test_acc"))):
+            means, diverged_x = [], []
+            for lb in labels:
+                vals = [value(r) for r in groups[lb] if r["outcome"] != "diverged" and value(r) is not None]
+                means.append(mean_ci(vals).mean if vals else np.nan)
+                if any(r["outcome"] == "diverged" for r in groups[lb]):
+                    diverged_x.append(points[lb][2])
+            (line,) = ax.plot(xs, means, "o-", label=technique)
+            top = np.nanmax(means) if np.isfinite(np.nanmax(means)) else 1.0
+            ax.plot(diverged_x, [top] * len(diverged_x), "x", color=line.get_color(), ms=9, mew=2)
+    axes[0].set_yscale("log")
+    for ax, name in zip(axes, ("final training loss (x = diverged)", "test accuracy"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel(axis_name)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"{title}: mean over seeds of the runs that did not diverge")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _final_train_loss(row: dict[str, Any]) -> float | None:
+    values = [v for v in row["curves"].get("train/loss") or [] if np.isfinite(v)]
+    return values[-1] if values else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,8 @@ from techbench.analysis.findings import describe, tuned_vs_default
 from techbench.analysis.stats import mean_ci
 from techbench.config import slot_of
 from techbench.errors import ConfigError
-from techbench.report.plots import learning_curves
+from techbench.report.plots import learning_curves, sweep_plot
+from techbench.report.probes import probe_sections
 
 REPORTS_DIR = Path("reports")
 
@@ -52,23 +54,42 @@ def _setup(configs: dict[str, Any]) -> list[str]:
     c = next(iter(configs.values()))
     fmt = lambda d: ", ".join(f"{k}={v}" for k, v in d.items() if k != "name")  # noqa: E731
     hw = c["hardware"]
+    slot = slot_of(c["family"])
+    fixed = [f"{s} `{v['name']}` ({fmt(v)})" for s, v in c.items() if s in FIXED_SLOTS and s != slot]
     return [
-        f"Workload: `{c['data']['name']}` ({fmt(c['data'])}); model `{c['model']['name']}` ({fmt(c['model'])}).",
+        f"Workload `{c['workload']}`: data `{c['data']['name']}` ({fmt(c['data'])}); "
+        f"model `{c['model']['name']}` ({fmt(c['model'])}).",
         f"Training: {fmt(c['train'])}; {c['seeds']} seeds (0..{c['seeds'] - 1}), paired: the same seed gives "
-        "every technique the same initialization and batch order.",
+        "every technique the same initialization and batch order. Fixed components: " + "; ".join(fixed) + ".",
         f"Hardware: accelerator={hw['accelerator']}, devices={hw['devices']}, precision={hw['precision']} "
-        f"on {platform.machine()} ({platform.processor() or 'cpu'}); code version {c['code_version']}.",
+        f"on {platform.machine()} ({platform.processor() or 'cpu'}, {os.cpu_count()} cores); "
+        f"code version {c['code_version']}.",
         "Technique hyperparameters: "
-        + "; ".join(f"`{t}` ({fmt(cfg[slot_of(cfg['family'])])})" for t, cfg in configs.items())
+        + "; ".join(f"`{t.split('/', 1)[1]}` ({fmt(cfg[slot])})" for t, cfg in configs.items())
         + ".",
     ]
 
 
-def results_table(groups: dict[str, list[dict[str, Any]]]) -> Table:
+FIXED_SLOTS = ("optimizer", "schedule", "batching")
+# Extra columns (row key, header, scale, digits) shown when a study's runs have them.
+EXTRA_COLUMNS = {
+    "batch_size": [
+        ("updates_to_target", "updates to target", 1, 0),
+        ("throughput", "throughput samples/s", 1, 0),
+        ("peak_memory_mb", "peak step memory MB", 1, 2),
+        ("effective_batch", "batch", 1, 0),
+    ],
+}
+
+
+def results_table(groups: dict[str, list[dict[str, Any]]], family: str | None = None) -> Table:
     has_target = any("epochs_to_target" in r for rows in groups.values() for r in rows)
-    headers = ["technique", "n", "test acc %", "test loss", "final val loss", "best epoch", "wall time s"]
+    headers = ["technique", "n", "test acc %", "gen. gap pp", "test loss", "final val loss", "best epoch"]
+    headers += ["wall time s"]
     if has_target:
         headers += ["epochs to target", "seconds to target"]
+    extra = EXTRA_COLUMNS.get(family or "", [])
+    headers += [h for _, h, _, _ in extra]
     headers += ["diverged", "MLflow runs"]
     order = sorted(groups, key=lambda t: -(mean_ci([r["test_acc"] for r in groups[t]]).mean or 0))
     rows = []
@@ -78,6 +99,7 @@ def results_table(groups: dict[str, list[dict[str, Any]]]) -> Table:
             t,
             str(len(g)),
             _ci([r["test_acc"] for r in g], 100),
+            _ci([r.get("gen_gap") for r in g], 100),
             _ci([r["test_loss"] for r in g], 1, 3),
             _ci([r["final_val_loss"] for r in g], 1, 3),
             _ci([r["best_epoch"] for r in g], 1, 1),
@@ -89,8 +111,11 @@ def results_table(groups: dict[str, list[dict[str, Any]]]) -> Table:
                 f"{_ci([r['epochs_to_target'] for r in reached], 1, 1)} ({len(reached)}/{len(g)} reached)",
                 _ci([r["seconds_to_target"] for r in reached], 1, 2),
             ]
+        row += [_ci([r.get(k) for r in g], scale, digits) for k, _, scale, digits in extra]
+        diverged = [r for r in g if r["outcome"] == "diverged"]
+        steps = sorted(int(r["diverged_step"]) for r in diverged if r.get("diverged_step") is not None)
         row += [
-            str(sum(r["outcome"] == "diverged" for r in g)),
+            f"{len(diverged)}" + (f" (step {', '.join(map(str, steps))})" if steps else ""),
             " ".join(f"`{r['run_id'][:8]}`" for r in sorted(g, key=lambda r: r["seed"])),
         ]
         rows.append(row)
@@ -149,23 +174,44 @@ def _num(v: Any) -> str:
 def study_sections(results_dir: Path, figures_dir: Path) -> list[Section]:
     data = json.loads((results_dir / "runs.json").read_text())
     study = data["study"]
-    groups = _groups(data["runs"])
-    main = Section(f"Study `{study}`", paragraphs=_setup(data.get("configs", {})))
-    main.tables.append(results_table(groups))
-    main.paragraphs.append(
-        "Cells are mean ± 95% Student-t CI half-width over seeds. Best epoch = epoch of highest validation "
-        "accuracy. Wall time = Lightning fit time per run."
-    )
-    if groups:
-        main.figures.append(learning_curves(groups, figures_dir / f"{study}_curves.png", study))
-    findings = Section("What the numbers say", paragraphs=describe(groups))
-    sections = [main, findings]
+    configs = data.get("configs", {})
+    family = next(iter(configs.values()), {}).get("family")
+    workloads = sorted({r["workload"] for r in data["runs"]}, key=lambda w: _order(configs, w))
+    head = Section(f"Study `{study}`")
+    if family:
+        head.paragraphs.append(
+            f"Family `{family}`: {len({c['technique'] for c in configs.values()})} techniques on "
+            f"{len(workloads)} workload(s) ({', '.join(f'`{w}`' for w in workloads)}). Cells are mean ± 95% "
+            "Student-t CI half-width over seeds; gen. gap = train accuracy (eval mode, end) − test accuracy; "
+            "best epoch = epoch of highest validation accuracy; wall time = Lightning fit time per run."
+        )
+    sections = [head]
+    for w in workloads:
+        groups = _groups([r for r in data["runs"] if r["workload"] == w])
+        own = {k: c for k, c in configs.items() if c.get("workload") == w}
+        sec = Section(f"Workload `{w}`", paragraphs=_setup(own))
+        sec.tables.append(results_table(groups, family))
+        sec.figures.append(learning_curves(groups, figures_dir / f"{study}_{w}_curves.png", f"{study} / {w}"))
+        swept = sweep_plot(groups, figures_dir / f"{study}_{w}_sweep.png", f"{study} / {w}")
+        if swept is not None:
+            sec.figures.append(swept)
+        sections += [sec, Section(f"What the numbers say (`{w}`)", paragraphs=describe(groups))]
+    probes_file = results_dir / "probes.json"
+    if probes_file.is_file():
+        sections += probe_sections(json.loads(probes_file.read_text()), figures_dir, study)
     tuning_file = results_dir / "tuning.json"
     if tuning_file.is_file():
         tuning = json.loads(tuning_file.read_text())
         if tuning:
+            first = workloads[0] if workloads else None
+            groups = _groups([r for r in data["runs"] if r["workload"] == first])
             sections.append(tuning_section(tuning, groups))
     return sections
+
+
+def _order(configs: dict[str, Any], workload: str) -> int:
+    names = list(dict.fromkeys(c.get("workload") for c in configs.values()))
+    return names.index(workload) if workload in names else len(names)
 
 
 def to_markdown(sections: list[Section], base: Path) -> str:

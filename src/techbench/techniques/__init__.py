@@ -1,5 +1,5 @@
 """Technique families. Each family is one registry whose entries fill one slot of a run config
-(the optimizer, the learning-rate schedule, ...); a study varies one family and fixes the others."""
+(the optimizer, the learning-rate schedule, the batch regime); a study varies one family and fixes the others."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from techbench.registry import Registry
+from techbench.techniques.batching import BATCHING
 from techbench.techniques.optimizers import OPTIMIZERS
+from techbench.techniques.schedules import SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,8 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "optimizers": Family("optimizers", OPTIMIZERS, slot="optimizer", default={"name": "adam"}),
+    "lr_schedules": Family("lr_schedules", SCHEDULES, slot="schedule", default={"name": "constant"}),
+    "batch_size": Family("batch_size", BATCHING, slot="batching", default={"name": "default"}),
 }
 
-__all__ = ["FAMILIES", "Family", "OPTIMIZERS"]
+__all__ = ["BATCHING", "FAMILIES", "Family", "OPTIMIZERS", "SCHEDULES"]

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from techbench.config import RunConfig
+from techbench.techniques.batching import apply_batching
 from techbench.tracking import Tracker, flatten
 from techbench.training.module import TechniqueModule
 from techbench.training.trainer import make_trainer
@@ -25,6 +26,8 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
 # Noise that says nothing about a run: we log per epoch on purpose, and a dependency's deprecation.
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+# A diverged step is skipped on purpose by returning None.
+warnings.filterwarnings("ignore", message=".*training_step. returned .None.*")
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,7 @@ class RunResult:
 
 
 def run_name(cfg: RunConfig, seed: int) -> str:
-    tech = cfg.technique if cfg.variant == "default" else f"{cfg.technique}@{cfg.variant}"
-    return f"{tech}/seed{seed}"
+    return f"{cfg.label}/{cfg.workload}/seed{seed}"
 
 
 def run_tags(cfg: RunConfig, seed: int) -> dict[str, str]:
@@ -49,6 +51,7 @@ def run_tags(cfg: RunConfig, seed: int) -> dict[str, str]:
         "family": cfg.family,
         "technique": cfg.technique,
         "variant": cfg.variant,
+        "workload": cfg.workload,
         "seed": str(seed),
         "config_hash": cfg.config_hash(),
         "code_version": code_version(),
@@ -88,14 +91,17 @@ def train_one(
     L.seed_everything(seed, workers=True, verbose=False)
     data = load_dataset(cfg.data)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
-    config = cfg.as_dict()
+    n_train = len(data.x_train)
+    # The effective config: the batch regime decides batch size, accumulation and (large batch) optimizer.
+    config = apply_batching(cfg.as_dict(), n_train)
+    train = config["train"]
     module = TechniqueModule(model, config, data.num_classes)
     if logger is None and tracker is not None:
         logger = tracker.logger(cfg.study, run_name(cfg, seed), run_tags(cfg, seed), parent_run_id)
     if logger:
         logger.log_hyperparams({**flatten(config), "seed": seed, "n_params": _n_params(model)})
-    trainer = make_trainer(cfg.hardware, cfg.train, logger=logger or False, callbacks=callbacks)
-    datamodule = _Loaders(data, cfg.train["batch_size"], seed)
+    trainer = make_trainer(cfg.hardware, train, logger=logger or False, callbacks=callbacks)
+    datamodule = _Loaders(data, train["batch_size"], seed)
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
@@ -104,11 +110,15 @@ def train_one(
     metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
     metrics["time/fit_s"] = fit_s
     metrics["epochs_run"] = float(len(module.epoch_times))
+    metrics.update(_throughput(module, trainer, train, n_train, fit_s))
+    metrics["train/final_acc"] = _accuracy(model, data.x_train, data.y_train)
+    if "test/acc" in metrics:
+        metrics["gen_gap"] = metrics["train/final_acc"] - metrics["test/acc"]
     outcome = "diverged" if module.diverged else "completed"
     if module.diverged:
         metrics["diverged_step"] = float(module.diverged_step)
     if logger and trainer.is_global_zero:
-        logger.log_metrics({k: metrics[k] for k in ("time/fit_s", "epochs_run", "diverged_step") if k in metrics})
+        logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith("test/")})
         logger.experiment.set_tag(logger.run_id, "outcome", outcome)
         logger.finalize("success")
     return RunResult(
@@ -118,6 +128,34 @@ def train_one(
         outcome=outcome,
         diverged_step=module.diverged_step,
     )
+
+
+def _throughput(module, trainer, train: dict, n_train: int, fit_s: float) -> dict[str, float]:
+    """Updates per epoch, updates made, and examples processed per second of fit time."""
+    per_rank = n_train // max(trainer.world_size, 1)
+    batches = -(-per_rank // train["batch_size"])
+    steps_per_epoch = max(batches // train["accumulate_grad_batches"], 1)
+    epochs = len(module.epoch_times)
+    return {
+        "steps_per_epoch": float(steps_per_epoch),
+        "updates": float(trainer.global_step),
+        "throughput/samples_per_s": n_train * epochs / fit_s if fit_s > 0 else float("nan"),
+        "effective_batch": float(train["batch_size"] * train["accumulate_grad_batches"] * trainer.world_size),
+    }
+
+
+@torch.no_grad()
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> float:
+    """Accuracy in eval mode (dropout off) on a whole split: the train side of the generalization gap."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = sum(
+        (model(x[i : i + chunk].to(device)).argmax(1).cpu() == y[i : i + chunk]).sum().item()
+        for i in range(0, len(x), chunk)
+    )
+    model.train(was_training)
+    return correct / max(len(x), 1)
 
 
 def _n_params(model: torch.nn.Module) -> int:

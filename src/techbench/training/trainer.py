@@ -23,6 +23,7 @@ def make_trainer(
         precision=hardware["precision"],
         deterministic=hardware["deterministic"],
         max_epochs=int(train["epochs"]),
+        accumulate_grad_batches=int(train.get("accumulate_grad_batches", 1)),
         gradient_clip_val=float(train["grad_clip"]) or None,
         logger=logger,
         callbacks=callbacks or [],

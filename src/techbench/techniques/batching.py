@@ -1,0 +1,125 @@
+"""Batch regimes ("Batch vs. Stochastic Gradient Descent"): how many examples each update sees.
+
+Each entry is a config transform ``(config, n_train, **hp) -> config`` applied to a run's resolved config
+before training: it sets train.batch_size, train.accumulate_grad_batches and, for the large-batch rules, the
+optimizer or its learning rate. The study's ``train.batch_size`` is the reference batch B₀ of the scaling
+rules, and ``epochs: 0`` keeps the study's epoch budget (full batch needs many more epochs: one update each).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from techbench.registry import Registry
+
+BATCHING = Registry("batching")
+
+
+def apply_batching(config: dict[str, Any], n_train: int) -> dict[str, Any]:
+    """The run config with its batching regime (and a full-batch optimizer's batch size) applied."""
+    from techbench.techniques.optimizers import OPTIMIZERS
+
+    out = copy.deepcopy(config)
+    spec = out.get("batching") or {"name": "default"}
+    hp = {k: v for k, v in spec.items() if k != "name"}
+    out = BATCHING.get(spec["name"]).factory(out, n_train, **hp)
+    if OPTIMIZERS.get(out["optimizer"]["name"]).meta.get("full_batch"):
+        # L-BFGS and Newton are full-batch methods: their line search / Hessian assume the exact loss.
+        out["train"]["batch_size"] = n_train
+    return out
+
+
+def _set(config, batch_size: int, epochs: int = 0, accumulate: int = 1) -> dict[str, Any]:
+    config["train"]["batch_size"] = int(batch_size)
+    config["train"]["accumulate_grad_batches"] = int(accumulate)
+    if epochs:
+        config["train"]["epochs"] = int(epochs)
+    return config
+
+
+@BATCHING.register("default", description="the study's train.batch_size, unchanged")
+def default(config, n_train):
+    return config
+
+
+@BATCHING.register(
+    "full_batch",
+    description="batch gradient descent: every update uses the whole training set",
+    defaults={"epochs": 0},
+)
+def full_batch(config, n_train, epochs):
+    return _set(config, n_train, epochs)
+
+
+@BATCHING.register(
+    "sgd_1",
+    description="stochastic gradient descent: one example per update",
+    defaults={"epochs": 0},
+)
+def sgd_1(config, n_train, epochs):
+    return _set(config, 1, epochs)
+
+
+def _mini_batch(size: int):
+    def fn(config, n_train, epochs):
+        return _set(config, size, epochs)
+
+    BATCHING.register(f"mb_{size}", description=f"mini-batch gradient descent, batch {size}", defaults={"epochs": 0})(
+        fn
+    )
+
+
+for _size in (8, 16, 32, 64, 128, 256, 512):
+    _mini_batch(_size)
+
+
+def _scaled_lr(config, batch_size: int) -> float:
+    return config["optimizer"]["lr"] * batch_size / config["train"]["batch_size"]
+
+
+@BATCHING.register(
+    "large_linear",
+    description="large batch with the linear scaling rule: lr × B/B₀ (Goyal et al. 2017)",
+    defaults={"batch_size": 512, "epochs": 0},
+)
+def large_linear(config, n_train, batch_size, epochs):
+    config["optimizer"]["lr"] = _scaled_lr(config, batch_size)
+    return _set(config, batch_size, epochs)
+
+
+def _large_with(optimizer: str, config, batch_size: int, epochs: int, lr: float) -> dict[str, Any]:
+    from techbench.techniques.optimizers import OPTIMIZERS
+
+    defaults = OPTIMIZERS.get(optimizer).defaults
+    # lr 0 = the optimizer's own default scaled linearly from B₀ to B, like large_linear.
+    scaled = defaults["lr"] * batch_size / config["train"]["batch_size"]
+    config["optimizer"] = {"name": optimizer, **defaults, "lr": lr or scaled}
+    return _set(config, batch_size, epochs)
+
+
+@BATCHING.register(
+    "large_lars",
+    description="large batch with LARS: layer-wise trust ratio ‖w‖/‖∇w‖ scales each layer's step",
+    defaults={"batch_size": 512, "epochs": 0, "lr": 0.0},
+)
+def large_lars(config, n_train, batch_size, epochs, lr):
+    return _large_with("lars", config, batch_size, epochs, lr)
+
+
+@BATCHING.register(
+    "large_lamb",
+    description="large batch with LAMB: Adam's update rescaled per layer by a trust ratio",
+    defaults={"batch_size": 512, "epochs": 0, "lr": 0.0},
+)
+def large_lamb(config, n_train, batch_size, epochs, lr):
+    return _large_with("lamb", config, batch_size, epochs, lr)
+
+
+@BATCHING.register(
+    "accumulate",
+    description="gradient accumulation: k micro-batches of b examples, one update of k·b",
+    defaults={"micro_batch": 32, "k": 4, "epochs": 0},
+)
+def accumulate(config, n_train, micro_batch, k, epochs):
+    return _set(config, micro_batch, epochs, accumulate=k)
