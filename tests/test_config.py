@@ -32,15 +32,11 @@ def test_the_repository_params_file_is_valid():
     from techbench.config import load_params
 
     params = load_params(Path(__file__).parents[1] / "params.yaml")
-    assert params.studies["optimizers"].techniques == [
-        "sgd",
-        "momentum",
-        "nesterov",
-        "adagrad",
-        "rmsprop",
-        "adam",
-        "adamw",
-    ]
+    optimizers = params.studies["optimizers"]
+    for key in ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "radam", "lookahead"]:
+        assert key in optimizers.techniques
+    assert {"lamb", "lars", "lbfgs", "newton", "sgd+gc"} <= set(optimizers.techniques)
+    assert len(optimizers.workloads) >= 3 and params.studies["gradient_computation"].probes
 
 
 def _error(raw) -> ConfigError:

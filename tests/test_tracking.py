@@ -61,4 +61,4 @@ def test_results_use_only_the_current_configuration(workdir, raw_params):
     assert {tracker.client.get_run(r["run_id"]).data.tags["config_hash"] for r in runs} == current
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["debug_mlp"]["adam"]["n"] == 2 and 0 <= metrics["debug_mlp"]["adam"]["test_acc_mean"] <= 1
-    assert (out / "curves" / "adam.csv").read_text().startswith("epoch,train_loss,val_loss,val_acc,lr\n1,")
+    assert (out / "curves" / "debug_mlp__adam.csv").read_text().startswith("epoch,train_loss,val_loss,val_acc,lr\n1,")

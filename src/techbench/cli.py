@@ -43,16 +43,24 @@ def cmd_list(params) -> None:
     from techbench.techniques import FAMILIES
     from techbench.workloads import DATASETS, MODELS
 
+    from techbench.probes import PROBES
+
     print("studies (params file):")
     for name, spec in (params.studies if params else {}).items():
-        print(f"  {name}: family={spec.family}, {len(spec.techniques)} techniques x {spec.seeds} seeds")
+        print(
+            f"  {name}: family={spec.family}, {len(spec.techniques)} techniques x {len(spec.workloads)} workloads"
+            f" x {spec.seeds} seeds = {len(spec.runs) * spec.seeds} runs; probes: {', '.join(spec.probes) or '-'}"
+        )
     for label, registry in [("datasets", DATASETS), ("models", MODELS)] + [
         (f"family {f.name} (slot: {f.slot})", f.registry) for f in FAMILIES.values()
     ]:
         print(f"{label}:")
         for e in registry:
             space = f"  [tunable: {', '.join(e.search_space)}]" if e.search_space else ""
-            print(f"  {e.name:<14} {e.description}{space}")
+            print(f"  {e.name:<16} {e.description}{space}")
+    print("probes (measurements; listed under a study's `probes:`):")
+    for e in PROBES:
+        print(f"  {e.name:<16} [{e.meta.get('family', '-')}] {e.description}")
 
 
 def main(argv: list[str] | None = None) -> int:

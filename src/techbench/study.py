@@ -90,11 +90,12 @@ def export_study(params: Params, study: str, tracker: Tracker | None = None, out
         for c in configs
     }
     out = write_study_results(study, rows, described, out_dir)
+    probes = {}
     if spec.probes:
         from techbench.probe_runs import run_probes
 
         probes = run_probes(spec, params.hardware, tracker or Tracker())
-        write_probe_results(out, probes)
+    write_probe_results(out, probes)  # written (possibly empty) for every study: a declared DVC output
     return out
 
 

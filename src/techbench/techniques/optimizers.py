@@ -1,20 +1,34 @@
 """Optimizers, with the chapter's default hyperparameters ("Momentum and Advanced Optimizers").
 
-Each entry is a factory ``(model, **hp) -> torch.optim.Optimizer`` over torch.optim; its defaults are the
-values the chapter gives and its search space is what ``techbench tune`` explores.
+Each entry is a factory ``(model, **hp) -> torch.optim.Optimizer`` over torch.optim, timm.optim or newton.py; its
+defaults are the values the chapter (or, where it gives none, the method's paper) gives and its search space is what
+``techbench tune`` explores.
 
 Notation bridge to the chapter: torch's SGD momentum keeps b_t = γ b_{t-1} + g_t and steps θ -= η b_t, which
 is the chapter's v_t = γ v_{t-1} + η g_t, θ -= v_t with v_t = η b_t (identical for a constant η).
 torch puts ε outside the square root (η g / (√G + ε)) where the chapter writes η g / √(G + ε);
 with ε = 1e-8 the two agree to float precision once G ≫ ε².
+
+Meta flags the training loop reads:
+  full_batch=True      train on the whole training set as one batch (one optimizer step per epoch): the method
+                       assumes a deterministic objective (L-BFGS curvature pairs and line search, Newton's Hessian).
+  closure="backward"   step(closure) with a closure that zeroes the gradients, recomputes the loss, backpropagates
+                       and returns the loss; step may call it several times (Lightning's automatic optimization).
+  closure="loss_graph" step(closure) with a closure that returns the loss WITH its graph, not backpropagated
+                       (Lightning manual optimization); step differentiates it itself.
+  max_params=N         the factory raises ValueError for a model with more than N trainable parameters.
+  modifier="gc", base  ``<base>+gc``: the base optimizer with gradient centralization (gradient_centralization.py).
 """
 
 from __future__ import annotations
 
 import torch
+from timm.optim import Lamb, Lars, Lookahead
 from torch import nn
 
 from techbench.registry import Registry
+from techbench.techniques.gradient_centralization import register_gc_variants
+from techbench.techniques.newton import Newton
 
 OPTIMIZERS = Registry("optimizer")
 
@@ -102,3 +116,169 @@ def adam(model, lr, beta1, beta2, eps):
 )
 def adamw(model, lr, beta1, beta2, eps, weight_decay):
     return torch.optim.AdamW(model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register(
+    "radam",
+    description="RAdam: Adam whose adaptive step is rectified by r_t while the variance of v̂ is intractable; "
+    "for the first steps (torch: while ρ_t ≤ 5, i.e. t ≤ 5 at β2 = 0.999) it steps θ ← θ − η m̂ un-adapted",
+    defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+    search_space={"lr": {"low": 1e-5, "high": 1e-1, "log": True}},
+    has_betas=True,
+)
+def radam(model, lr, beta1, beta2, eps):
+    return torch.optim.RAdam(model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps)
+
+
+class _Lookahead(Lookahead):
+    """timm's Lookahead, made to follow the paper and to behave as a plain torch optimizer.
+
+    timm creates a slow-weight buffer lazily at the first sync, from the fast weights of that moment, so its
+    first sync is a no-op (φ = θ_k) where the paper has φ_0 = θ_0 and φ_1 = θ_0 + α(θ_k − θ_0); the initial
+    weights are kept here to seed the buffers. timm also skips Optimizer.__init__, so its step is never wrapped by
+    torch's hook machinery (registered step hooks, e.g. gradient centralization, would silently never run) and
+    ``state`` is an empty dict separate from the inner optimizer's, where the moments and slow weights live.
+    (state_dict hooks still cannot be registered here: state_dict() is the inner optimizer's.)
+    """
+
+    def __init__(self, base_optimizer, alpha, k):
+        super().__init__(base_optimizer, alpha=alpha, k=k)
+        # Not in the inner state yet: torch's Adam initializes a parameter's state only while it is empty.
+        self._initial = {p: p.detach().clone() for group in self.param_groups for p in group["params"]}
+        self.state = base_optimizer.state
+        self._patch_step_function()
+
+    @torch.no_grad()
+    def update_slow(self, group):
+        for p in group["params"]:
+            state = self._base_optimizer.state[p]
+            if p.grad is not None and "lookahead_slow_buff" not in state and p in self._initial:
+                state["lookahead_slow_buff"] = self._initial.pop(p)
+        super().update_slow(group)
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.state = self._base_optimizer.state  # the inner load replaced its state dict
+        # A checkpoint taken before the first sync holds no slow buffers: seed them from the restored weights.
+        self._initial = {p: p.detach().clone() for group in self.param_groups for p in group["params"]}
+
+
+def _check_lookahead(hp):
+    if hp["k"] < 1:
+        raise ValueError(f"k must be >= 1, got {hp['k']}")
+
+
+@OPTIMIZERS.register(
+    "lookahead",
+    description="Lookahead(Adam): k fast Adam steps, then slow weights φ ← φ + α(θ − φ) and fast weights θ ← φ",
+    defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "k": 5, "alpha": 0.5},
+    search_space={
+        "lr": {"low": 1e-5, "high": 1e-1, "log": True},
+        "k": {"low": 3, "high": 10},
+        "alpha": {"low": 0.3, "high": 0.9},
+    },
+    has_betas=True,
+    check=_check_lookahead,
+)
+def lookahead(model, lr, beta1, beta2, eps, k, alpha):
+    inner = torch.optim.Adam(model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps)
+    return _Lookahead(inner, alpha=alpha, k=int(k))
+
+
+@OPTIMIZERS.register(
+    "lamb",
+    description="LAMB (timm): Adam direction r = m̂/(√v̂ + ε) plus L2 term u = r + λθ, scaled per tensor by the "
+    "trust ratio ‖θ‖/‖u‖ (1 where either norm is 0, no clipping), θ ← θ − η·‖θ‖/‖u‖·u; applied to every "
+    "tensor, biases included; timm's global gradient-norm clipping is off",
+    defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-6, "weight_decay": 0.01},
+    search_space={
+        "lr": {"low": 1e-4, "high": 1e-1, "log": True},
+        "weight_decay": {"low": 1e-4, "high": 1e-1, "log": True},
+    },
+    has_betas=True,
+)
+def lamb(model, lr, beta1, beta2, eps, weight_decay):
+    # always_adapt: timm skips the trust ratio when weight_decay == 0 (plain Adam then); LAMB always adapts.
+    # max_grad_norm=None: timm (like NVIDIA's FusedLAMB) clips the global gradient norm to 1 by default; the
+    # paper does not, and the run's own grad_clip setting is the one place clipping should come from.
+    hp = {"betas": (beta1, beta2), "eps": eps, "weight_decay": weight_decay}
+    return Lamb(model.parameters(), lr=lr, **hp, max_grad_norm=None, always_adapt=True)
+
+
+def _check_lars(hp):
+    if hp["trust_coeff"] <= 0:
+        raise ValueError(f"trust_coeff must be > 0, got {hp['trust_coeff']}")
+
+
+@OPTIMIZERS.register(
+    "lars",
+    description="LARS (timm): per tensor, local lr λ = η_tc‖θ‖/(‖g‖ + β‖θ‖ + ε) (1 where either norm is 0), "
+    "v ← μv + λ(g + βθ), θ ← θ − η v; applied to every tensor, biases included, no LARC clipping",
+    defaults={"lr": 1.0, "momentum": 0.9, "trust_coeff": 0.001, "weight_decay": 5e-4},
+    search_space={"lr": {"low": 1e-2, "high": 10.0, "log": True}},
+    has_momentum=True,
+    check=_check_lars,
+)
+def lars(model, lr, momentum, trust_coeff, weight_decay):
+    # always_adapt: timm applies the trust ratio only when weight_decay != 0; LARS always does.
+    hp = {"momentum": momentum, "trust_coeff": trust_coeff, "weight_decay": weight_decay}
+    return Lars(model.parameters(), lr=lr, **hp, always_adapt=True)
+
+
+def _check_lbfgs(hp):
+    if hp["max_iter"] < 1 or hp["history_size"] < 1:
+        raise ValueError("max_iter and history_size must be >= 1")
+    if hp["line_search_fn"] not in ("strong_wolfe", "none"):
+        raise ValueError(f"line_search_fn must be 'strong_wolfe' or 'none', got {hp['line_search_fn']!r}")
+
+
+@OPTIMIZERS.register(
+    "lbfgs",
+    description="L-BFGS: quasi-Newton direction from the last history_size (s, y) pairs, up to max_iter "
+    "iterations per step with a strong-Wolfe line search; full batch",
+    defaults={"lr": 1.0, "max_iter": 20, "history_size": 10, "line_search_fn": "strong_wolfe"},
+    search_space={"lr": {"low": 0.05, "high": 1.0, "log": True}},
+    full_batch=True,
+    closure="backward",
+    check=_check_lbfgs,
+)
+def lbfgs(model, lr, max_iter, history_size, line_search_fn):
+    return torch.optim.LBFGS(
+        model.parameters(),
+        lr=lr,
+        max_iter=int(max_iter),
+        history_size=int(history_size),
+        line_search_fn=None if line_search_fn == "none" else line_search_fn,
+    )
+
+
+NEWTON_MAX_PARAMS = 5000
+
+
+def _check_newton(hp):
+    if hp["damping"] < 0:
+        raise ValueError(f"damping must be >= 0, got {hp['damping']}")
+
+
+@OPTIMIZERS.register(
+    "newton",
+    description="Newton's method, exact Hessian: θ ← θ − η (H + λI)⁻¹∇J, λ = Levenberg damping; full batch",
+    defaults={"lr": 1.0, "damping": 1e-4},
+    search_space={"lr": {"low": 0.1, "high": 1.0, "log": True}, "damping": {"low": 1e-6, "high": 1e-1, "log": True}},
+    full_batch=True,
+    closure="loss_graph",
+    max_params=NEWTON_MAX_PARAMS,
+    check=_check_newton,
+)
+def newton(model, lr, damping):
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if n > NEWTON_MAX_PARAMS:
+        raise ValueError(
+            f"newton: the model has {n} trainable parameters, more than max_params={NEWTON_MAX_PARAMS} "
+            f"(the exact Hessian is {n}×{n} and the solve O(P³)); use lbfgs or a smaller model"
+        )
+    return Newton(model.parameters(), lr=lr, damping=damping)
+
+
+# After every base entry, so each first-order optimizer above gets its "+gc" variant.
+GC_VARIANTS = register_gc_variants(OPTIMIZERS)

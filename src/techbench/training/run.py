@@ -100,6 +100,7 @@ def train_one(
         logger = tracker.logger(cfg.study, run_name(cfg, seed), run_tags(cfg, seed), parent_run_id)
     if logger:
         logger.log_hyperparams({**flatten(config), "seed": seed, "n_params": _n_params(model)})
+    step_mb = _step_memory_mb(model, config, data)
     trainer = make_trainer(cfg.hardware, train, logger=logger or False, callbacks=callbacks)
     datamodule = _Loaders(data, train["batch_size"], seed)
 
@@ -111,6 +112,7 @@ def train_one(
     metrics["time/fit_s"] = fit_s
     metrics["epochs_run"] = float(len(module.epoch_times))
     metrics.update(_throughput(module, trainer, train, n_train, fit_s))
+    metrics["memory/step_mb"] = step_mb
     metrics["train/final_acc"] = _accuracy(model, data.x_train, data.y_train)
     if "test/acc" in metrics:
         metrics["gen_gap"] = metrics["train/final_acc"] - metrics["test/acc"]
@@ -142,6 +144,35 @@ def _throughput(module, trainer, train: dict, n_train: int, fit_s: float) -> dic
         "throughput/samples_per_s": n_train * epochs / fit_s if fit_s > 0 else float("nan"),
         "effective_batch": float(train["batch_size"] * train["accumulate_grad_batches"] * trainer.world_size),
     }
+
+
+def _step_memory_mb(model: torch.nn.Module, config: dict, data) -> float:
+    """Peak memory of one training step at the run's batch size (parameters, gradients, optimizer state,
+    batch, activations), measured on a copy so the run itself is untouched: CUDA allocator peak on a GPU,
+    live tensor bytes on CPU (see probes/memory.py)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from techbench.probes.memory import peak_step_memory
+    from techbench.techniques.optimizers import OPTIMIZERS, build_optimizer
+
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[]):
+        clone = copy.deepcopy(model)
+        optimizer = build_optimizer(config["optimizer"], clone)
+        batch = config["train"]["batch_size"]
+        x, y = data.x_train[:batch].to(device), data.y_train[:batch].to(device)
+        plain = OPTIMIZERS.get(config["optimizer"]["name"]).meta.get("closure", "none") == "none"
+
+        def step():
+            optimizer.zero_grad()
+            F.cross_entropy(clone(x), y).backward()
+            if plain:  # closure-driven optimizers (L-BFGS, Newton): forward + backward only
+                optimizer.step()
+
+        step()  # optimizer state is allocated lazily on the first step
+        return peak_step_memory(step, device, resident=[clone, optimizer, x, y]) / 2**20
 
 
 @torch.no_grad()
