@@ -414,3 +414,9 @@ def test_newton_needs_the_loss_graph():
         opt.step()
     with pytest.raises(RuntimeError, match="graph"):
         opt.step(closure=lambda: model(torch.ones(1, 2)).sum().detach())
+
+
+def test_newton_on_a_non_finite_loss_steps_to_nan_instead_of_raising():
+    model = nn.Linear(2, 1)
+    _newton_step(model, lambda: model(torch.ones(1, 2)).sum() * float("nan"))
+    assert torch.isnan(model.weight).all()
