@@ -39,3 +39,18 @@ def workdir(tmp_path, monkeypatch):
 def write_params(path, raw: dict):
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+# Probe hyperparameters small enough for a smoke run of the whole pipeline (seconds per probe).
+PROBE_SMOKE_HP = {
+    "per_example_loop": {"batch_sizes": [8], "threads": [1], "repeats": 1, "warmup": 0, "dtype": "float64"},
+    "vectorized": {"batch_sizes": [8], "threads": [1], "repeats": 1, "warmup": 0, "dtype": "float64"},
+    "mixed_precision": {"epochs": 1, "batch_size": 32, "timed_steps": 2, "warmup": 1},
+    "grad_checkpointing": {"depths": [2, 4], "width": 32, "batch_size": 16, "repeats": 1, "warmup": 0},
+    "grad_accumulation": {"effective_batch": 32, "micro_batches": [1, 2], "repeats": 1, "warmup": 0, "train_steps": 2},
+    "forward_mode": {"n_inputs": 20, "n_outputs": 20, "hidden": 8, "repeats": 1, "warmup": 0},
+    "reverse_mode": {"n_inputs": 20, "n_outputs": 20, "hidden": 8, "repeats": 1, "warmup": 0},
+    "gradient_check": {"activations": ["tanh", "relu"], "coords": 20, "h": [1e-5]},
+    "quadratic_gd": {"d": 10, "kappa_values": [10, 100], "steps": 300, "max_iters": 2000, "digits": 0},
+    "lr_range_test": {"num_training": 20},
+}

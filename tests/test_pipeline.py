@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import PROBE_SMOKE_HP
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,10 +30,22 @@ def repo(tmp_path):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    # The real file, shrunk: same studies and stages, debug workload, a few epochs, seeds and trials.
-    for study in params["studies"].values():
+    # The real file, shrunk: same studies and stages, debug workload, a few epochs, techniques, sweep points,
+    # seeds and trials; probes at their smoke-test sizes.
+    for name, study in params["studies"].items():
+        tuned = (params.get("tuning", {}).get(name) or {}).get("techniques", [])[:1]
+        study.pop("workloads", None)
         study.update(data={"name": "debug"}, model={"name": "mlp", "hidden": [16]}, seeds=2)
-        study["train"].update(epochs=3, batch_size=32, target_val_acc=0.5)
+        study["train"] = {"epochs": 3, "batch_size": 32, "target_val_acc": 0.5}
+        if "techniques" in study:
+            keep = study["techniques"][:1] + tuned + study["techniques"][1:2]
+            study["techniques"] = list(dict.fromkeys(keep))[:2]
+            kept = {t: {**hp, "epochs": 2} for t, hp in (study.get("technique_params") or {}).items()}
+            study["technique_params"] = {t: hp for t, hp in kept.items() if t in study["techniques"]}
+        for axis, values in (study.get("sweep") or {}).items():
+            study["sweep"][axis] = values[:2]
+        if "probes" in study:
+            study["probes"] = {p: PROBE_SMOKE_HP.get(p, {}) for p in study["probes"]}
     for budget in params["tuning"].values():
         budget.update(trials=3, techniques=budget["techniques"][:1])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -65,22 +78,34 @@ def test_dvc_repro_end_to_end(repo):
     exp = client.get_experiment_by_name("optimizers")
     runs = client.search_runs([exp.experiment_id], "tags.variant = 'default'")
     techniques = params["studies"]["optimizers"]["techniques"]
-    assert sorted(r.info.run_name for r in runs) == sorted(f"{t}/seed{s}" for t in techniques for s in (0, 1))
+    expected = sorted(f"{t}/debug_mlp/seed{s}" for t in techniques for s in (0, 1))
+    assert sorted(r.info.run_name for r in runs) == expected
     assert all(r.info.status == "FINISHED" for r in runs)
 
     metrics = json.loads((path / "results/optimizers/metrics.json").read_text())
-    assert set(metrics) == set(techniques)
-    assert all(m["n"] == 2 for m in metrics.values())
+    assert set(metrics["debug_mlp"]) == set(techniques)
+    assert all(m["n"] == 2 for m in metrics["debug_mlp"].values())
     tuning = json.loads((path / "results/optimizers/tuning.json").read_text())
     assert list(tuning) == ["adam"] and tuning["adam"]["trials"] == 3 and len(tuning["adam"]["runs"]) == 2
 
     md = (path / "reports/optimizers.md").read_text()
     for t in techniques:
         assert f"| {t} | 2 |" in md
-    assert "## What the numbers say" in md and "## Tuned vs default" in md
-    assert (path / "reports/figures/optimizers_curves.png").stat().st_size > 10_000
+    assert "## What the numbers say (`debug_mlp`)" in md and "## Tuned vs default" in md
+    assert (path / "reports/figures/optimizers_debug_mlp_curves.png").stat().st_size > 10_000
     html = (path / "reports/index.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.split("<body>")[0]
+
+    # Every study is a stage with a report; probes run once per seed and appear with their tables.
+    for name, study in params["studies"].items():
+        md = (path / f"reports/{name}.md").read_text()
+        probes = json.loads((path / f"results/{name}/probes.json").read_text())
+        assert set(probes) == set(study.get("probes", {}))
+        for probe, info in probes.items():
+            assert len(info["runs"]) == 2 and all(run["rows"] for run in info["runs"])
+            assert f"## Probe `{probe}`" in md
+    swept = (path / "reports/lr_stability.md").read_text()
+    assert "sgd@lr=" in swept
 
     shown = _sh(["dvc", "metrics", "show", "--json"], path, env).stdout
     assert "test_acc_mean" in shown

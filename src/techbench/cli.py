@@ -40,10 +40,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_list(params) -> None:
+    from techbench.probes import PROBES
     from techbench.techniques import FAMILIES
     from techbench.workloads import DATASETS, MODELS
-
-    from techbench.probes import PROBES
 
     print("studies (params file):")
     for name, spec in (params.studies if params else {}).items():
