@@ -12,7 +12,7 @@ from torch import nn
 from torch.func import jacfwd, jacrev
 
 from techbench.probes import PROBES, ProbeContext, ProbeResult
-from techbench.probes.gradient_computation import (
+from techbench.probes.gradient_common import (
     DTYPES,
     FAMILY,
     bar_plot,
@@ -20,12 +20,12 @@ from techbench.probes.gradient_computation import (
     hardware_note,
     median_seconds,
     mlp_spec,
-    num_threads,
     probe_device,
     rel_diff,
     row_labels,
     sample_batch,
     study_model,
+    threaded,
     values,
 )
 
@@ -96,7 +96,15 @@ def _mode_verdict(mode: str):
     return verdict
 
 
-MODE_DEFAULTS = {"n_inputs": 1000, "n_outputs": 1000, "hidden": 256, "repeats": 10, "warmup": 2, "dtype": "float32"}
+MODE_DEFAULTS = {
+    "n_inputs": 1000,
+    "n_outputs": 1000,
+    "hidden": 256,
+    "repeats": 10,
+    "warmup": 2,
+    "dtype": "float32",
+    "threads": 1,  # see gradient_common.threaded; 0 = torch's default
+}
 
 
 def _mode_plot(results, path):
@@ -111,6 +119,7 @@ def _mode_plot(results, path):
     verdict=_mode_verdict("forward"),
     family=FAMILY,
 )
+@threaded
 def forward_mode(ctx: ProbeContext, **hp) -> ProbeResult:
     return _ad_modes(ctx, hp, "forward")
 
@@ -123,6 +132,7 @@ def forward_mode(ctx: ProbeContext, **hp) -> ProbeResult:
     verdict=_mode_verdict("reverse"),
     family=FAMILY,
 )
+@threaded
 def reverse_mode(ctx: ProbeContext, **hp) -> ProbeResult:
     return _ad_modes(ctx, hp, "reverse")
 
@@ -271,6 +281,8 @@ def _gradcheck_verdict(results: list[dict]) -> list[str]:
         "h": [1e-6, 1e-4],  # the claim's step, and one near the float64 optimum (eps^(1/3) scale)
         "rel_floor": 0.0,
         "hidden_if_not_mlp": [32, 32],
+        # Thousands of tiny forward passes gain nothing from more threads (see gradient_common.threaded).
+        "threads": 1,
     },
     plot=lambda results, path: bar_plot(
         results, path, ["fd_max_rel_err", "manual_vs_autograd", "delta_out_vs_autograd"], "gradient check", log=True
@@ -278,9 +290,7 @@ def _gradcheck_verdict(results: list[dict]) -> list[str]:
     verdict=_gradcheck_verdict,
     family=FAMILY,
 )
+@threaded
 def gradient_check(ctx: ProbeContext, **hp) -> ProbeResult:
-    # One thread: thousands of tiny forward passes gain nothing from intra-op threads, and on a busy machine
-    # every multi-threaded op waits for descheduled threads (20× slower here under load).
-    with num_threads(1):
-        rows = [row for act in hp["activations"] for row in _check_one(ctx, hp, act)]
+    rows = [row for act in hp["activations"] for row in _check_one(ctx, hp, act)]
     return ProbeResult(rows=rows, notes=[GRADCHECK_NOTE.format(**hp), hardware_note(torch.device("cpu"))])

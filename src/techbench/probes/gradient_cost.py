@@ -13,19 +13,19 @@ import torch
 from torch import nn
 
 from techbench.probes import PROBES, ProbeContext, ProbeResult
-from techbench.probes.gradient_computation import (
+from techbench.probes.gradient_common import (
     FAMILY,
     bar_plot,
     fmt_ci,
     hardware_note,
     log_slope,
     mlp_spec,
-    num_threads,
     probe_device,
     row_labels,
     sample_batch,
     study_model,
     sync,
+    threaded,
     values,
 )
 
@@ -84,9 +84,7 @@ def _finite_difference_seconds(model: nn.Module, x, y, device, h: float = 1e-3) 
         "repeats": 20,
         "warmup": 3,
         "fd_max_params": 3000,
-        # 1: a small model's forward pass on a shared 2-core machine took 60 µs with one thread and 1 ms with
-        # two (waking the second thread), which would swamp the ratios measured here; 0 = torch's default.
-        "threads": 1,
+        "threads": 1,  # see gradient_common.threaded; 0 = torch's default
     },
     plot=lambda results, path: bar_plot(
         results, path, ["backward_over_forward", "forward_ms", "fd_ms"], "backprop cost by model size", log=False
@@ -94,12 +92,8 @@ def _finite_difference_seconds(model: nn.Module, x, y, device, h: float = 1e-3) 
     verdict=lambda results: _verdict(results),
     family=FAMILY,
 )
+@threaded
 def backprop_cost(ctx: ProbeContext, **hp) -> ProbeResult:
-    with num_threads(int(hp["threads"])):
-        return _backprop_cost(ctx, hp)
-
-
-def _backprop_cost(ctx: ProbeContext, hp: dict[str, Any]) -> ProbeResult:
     device = probe_device(ctx)
     x, y, data = sample_batch(ctx, int(hp["batch_size"]), torch.float32, device)
     rows, fd_p, fd_t = [], [], []

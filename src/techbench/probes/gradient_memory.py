@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint_sequential
 
 from techbench.probes import PROBES, ProbeContext, ProbeResult
-from techbench.probes.gradient_computation import (
+from techbench.probes.gradient_common import (
     DTYPES,
     FAMILY,
     bar_plot,
@@ -28,6 +28,7 @@ from techbench.probes.gradient_computation import (
     row_labels,
     sample_batch,
     study_model,
+    threaded,
     values,
 )
 from techbench.probes.memory import peak_step_memory, saved_tensor_bytes, tracked_step_memory
@@ -108,11 +109,12 @@ CHECKPOINT_NOTE = (
     description="peak memory and step time of a deep MLP with and without √n-segment gradient checkpointing",
     # Width 128 at batch 256: a block's activations are twice its weights, so checkpointing shows in the
     # whole-step peak too; ~4 s on 2 idle CPU cores (the n=256 step is ~6 GFLOP).
-    defaults={"depths": [4, 16, 64, 256], "width": 128, "batch_size": 256, "repeats": 5, "warmup": 1},
+    defaults={"depths": [4, 16, 64, 256], "width": 128, "batch_size": 256, "repeats": 5, "warmup": 1, "threads": 1},
     plot=lambda results, path: _checkpoint_plot(results, path),
     verdict=lambda results: _checkpoint_verdict(results),
     family=FAMILY,
 )
+@threaded
 def grad_checkpointing(ctx: ProbeContext, **hp) -> ProbeResult:
     device = probe_device(ctx)
     ns = [int(n) for n in hp["depths"]]
@@ -228,6 +230,7 @@ def _train_params(ctx, hp, data, k: int) -> list[torch.Tensor]:
         "dtype": "float32",
         "train_steps": 50,
         "lr": 0.05,
+        "threads": 1,  # see gradient_common.threaded; 0 = torch's default
     },
     plot=lambda results, path: bar_plot(
         results, path, ["act_mb", "step_ms", "rel_grad_diff"], "gradient accumulation (k micro-batches)"
@@ -241,6 +244,7 @@ def _train_params(ctx, hp, data, k: int) -> list[torch.Tensor]:
     ],
     family=FAMILY,
 )
+@threaded
 def grad_accumulation(ctx: ProbeContext, **hp) -> ProbeResult:
     device, dtype, eff = probe_device(ctx), DTYPES[hp["dtype"]], int(hp["effective_batch"])
     x, y, data = sample_batch(ctx, eff, dtype, device)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from techbench.probes import PROBES, ProbeContext, ProbeResult
-from techbench.probes.gradient_computation import (
+from techbench.probes.gradient_common import (
     FAMILY,
     bar_plot,
     fmt_ci,
@@ -18,6 +18,7 @@ from techbench.probes.gradient_computation import (
     probe_device,
     row_labels,
     study_model,
+    threaded,
     values,
 )
 from techbench.workloads import load_dataset
@@ -91,6 +92,7 @@ def _underflow_share(trainer: _Trainer, x: torch.Tensor, y: torch.Tensor, scale:
         "cpu_dtype": "bfloat16",
         "cuda_dtype": "float16",
         "loss_scale": 65536.0,
+        "threads": 1,  # see gradient_common.threaded; 0 = torch's default
     },
     plot=lambda results, path: bar_plot(
         results, path, ["speedup_vs_fp32", "acc_diff_pp", "step_ms"], "mixed precision vs float32"
@@ -98,6 +100,7 @@ def _underflow_share(trainer: _Trainer, x: torch.Tensor, y: torch.Tensor, scale:
     verdict=lambda results: _verdict(results),
     family=FAMILY,
 )
+@threaded
 def mixed_precision(ctx: ProbeContext, **hp) -> ProbeResult:
     device = probe_device(ctx)
     amp = AMP_DTYPES[hp["cuda_dtype"] if device.type == "cuda" else hp["cpu_dtype"]]
