@@ -114,3 +114,12 @@ def test_cli_unknown_study(workdir, raw_params, capsys):
     write_params(workdir / "params.yaml", raw_params)
     assert main(["run", "optimisers"]) == 2
     assert "allowed: optimizers" in capsys.readouterr().err
+
+
+def test_the_full_gpu_setting_is_valid():
+    from pathlib import Path
+
+    from techbench.config import load_params
+
+    params = load_params(Path(__file__).parents[1] / "configs" / "full.yaml")
+    assert params.hardware["accelerator"] == "gpu" and all(s.seeds >= 10 for s in params.studies.values())
