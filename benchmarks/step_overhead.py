@@ -58,7 +58,7 @@ def main() -> None:
             }
         }
     }
-    cfg = parse_params(raw).studies["bench"].runs["adam"]
+    cfg = parse_params(raw).studies["bench"].run("adam")
     raw_torch(cfg), train_one(cfg, 0)  # warm-up: dataset cache, first-call allocations
     torch_s = [raw_torch(cfg) for _ in range(REPEATS)]
     lightning_s = [train_one(cfg, 0).metrics["time/fit_s"] for _ in range(REPEATS)]
