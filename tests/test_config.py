@@ -123,3 +123,56 @@ def test_the_full_gpu_setting_is_valid():
 
     params = load_params(Path(__file__).parents[1] / "configs" / "full.yaml")
     assert params.hardware["accelerator"] == "gpu" and all(s.seeds >= 10 for s in params.studies.values())
+
+
+def test_base_cannot_set_the_slot_the_study_varies(raw_params):
+    raw_params["studies"]["optimizers"]["base"] = {"optimizer": {"name": "sgd"}}
+    err = _error(raw_params)
+    assert err.key == "studies.optimizers.base.optimizer" and "technique_params" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"model": {"name": "mlp", "hidden": [-8]}}, "studies.optimizers.model"),
+        ({"train": {"epochs": 0}}, "studies.optimizers.train.epochs"),
+        ({"sweep": {"optimizer.lrr": [0.1]}}, "studies.optimizers.sweep.optimizer.lrr"),
+        ({"sweep": {"optimizer.lr": []}}, "studies.optimizers.sweep.optimizer.lr"),
+        ({"probes": {"quadratic_gdd": {}}}, "studies.optimizers.probes.quadratic_gdd"),
+    ],
+)
+def test_impossible_values_are_config_errors(raw_params, patch, key):
+    raw_params["studies"]["optimizers"].update(patch)
+    assert _error(raw_params).key.startswith(key)
+
+
+def test_accumulation_needs_at_least_one_micro_batch(raw_params):
+    raw_params["studies"]["optimizers"] = {
+        **raw_params["studies"]["optimizers"],
+        "family": "batch_size",
+        "techniques": ["accumulate"],
+        "technique_params": {"accumulate": {"k": 0}},
+    }
+    assert _error(raw_params).key == "studies.optimizers.technique_params.accumulate"
+
+
+def test_impossible_combinations_stop_before_anything_is_written(workdir, raw_params, capsys):
+    """Newton's exact Hessian on a model over its parameter limit is found by building every model and
+    optimizer before the first run: exit 2, and no MLflow database is even created."""
+    study = raw_params["studies"]["optimizers"]
+    study.update(techniques=["sgd", "newton"], model={"name": "mlp", "hidden": [512]})
+    write_params(workdir / "params.yaml", raw_params)
+    assert main(["run", "optimizers"]) == 2
+    err = capsys.readouterr().err
+    assert "studies.optimizers.workloads.debug_mlp" in err and "max_params=5000" in err
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_a_bad_probe_setting_stops_the_study_before_training(workdir, raw_params, capsys):
+    raw_params["studies"]["optimizers"]["probes"] = {"lr_range_test": {"min_lr": 1.0, "max_lr": 0.5}}
+    write_params(workdir / "params.yaml", raw_params)
+    assert main(["run", "optimizers"]) == 2
+    assert "studies.optimizers.probes.lr_range_test" in capsys.readouterr().err
+    from techbench.tracking import Tracker
+
+    assert not list(Tracker().search("optimizers", {}, finished_only=False))

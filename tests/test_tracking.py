@@ -62,3 +62,20 @@ def test_results_use_only_the_current_configuration(workdir, raw_params):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["debug_mlp"]["adam"]["n"] == 2 and 0 <= metrics["debug_mlp"]["adam"]["test_acc_mean"] <= 1
     assert (out / "curves" / "debug_mlp__adam.csv").read_text().startswith("epoch,train_loss,val_loss,val_acc,lr\n1,")
+
+
+def test_a_run_interrupted_after_fit_is_not_taken_as_finished(workdir, raw_params):
+    """Lightning marks a run FINISHED when fit ends, before the test metrics are logged; only the `complete`
+    tag written last makes it count, so an interruption in between is re-run on resume."""
+    from techbench.study import pending_runs
+
+    params = parse_params(raw_params)
+    cfg = params.studies["optimizers"].run("sgd")
+    tracker = Tracker()
+    run = tracker.client.create_run(
+        tracker.experiment_id("optimizers"), tags={"config_hash": cfg.config_hash(), "seed": "0"}
+    )
+    tracker.client.set_terminated(run.info.run_id, "FINISHED")
+    assert list(pending_runs(tracker, [(cfg, 0)], force=False)) == [(cfg, 0)]
+    tracker.client.set_tag(run.info.run_id, "complete", "1")
+    assert list(pending_runs(tracker, [(cfg, 0)], force=False)) == []

@@ -21,7 +21,9 @@ HP_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "eps": (0.0, None, False, True),
     "weight_decay": (0.0, None, True, True),
     "dropout": (0.0, 1.0, True, False),
-    "epochs": (1, None, True, True),
+    "epochs": (0, None, True, True),  # 0 = "keep the study's" in batch regimes; train.epochs is checked >= 1
+    "micro_batch": (1, None, True, True),
+    "k": (0.0, None, True, True),
     "batch_size": (1, None, True, True),
     "grad_clip": (0.0, None, True, True),
     "divergence_loss": (0.0, None, False, True),

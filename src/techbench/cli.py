@@ -46,9 +46,11 @@ def cmd_list(params) -> None:
 
     print("studies (params file):")
     for name, spec in (params.studies if params else {}).items():
+        what = f"family={spec.family}" if spec.family else "probes only"
         print(
-            f"  {name}: family={spec.family}, {len(spec.techniques)} techniques x {len(spec.workloads)} workloads"
-            f" x {spec.seeds} seeds = {len(spec.runs) * spec.seeds} runs; probes: {', '.join(spec.probes) or '-'}"
+            f"  {name}: {what}, {len(spec.techniques)} techniques on {len(spec.workloads)} workload(s)"
+            f" (incl. sweep points: {len(spec.runs)} configs) x {spec.seeds} seeds = {len(spec.runs) * spec.seeds}"
+            f" runs; probes: {', '.join(spec.probes) or '-'}"
         )
     for label, registry in [("datasets", DATASETS), ("models", MODELS)] + [
         (f"family {f.name} (slot: {f.slot})", f.registry) for f in FAMILIES.values()
@@ -68,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     from techbench.config import load_params
 
     try:
+        if args.command == "list":  # the registries are listed even without a params file
+            from pathlib import Path
+
+            cmd_list(load_params(args.params) if Path(args.params).is_file() else None)
+            return 0
         params = load_params(args.params)
         if args.command == "list":
             cmd_list(params)

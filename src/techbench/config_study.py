@@ -46,7 +46,7 @@ def _workloads(key: str, block: dict, techniques: list[str]) -> dict[str, tuple[
         data = component(f"{key}.data", DATASETS, block["data"])
         model = component(f"{key}.model", MODELS, block["model"])
         name = f"{data['name']}_{model['name']}"
-        train = merge_checked(f"{key}.train", TRAIN_DEFAULTS, block.get("train"))
+        train = _checked_train(f"{key}.train", merge_checked(f"{key}.train", TRAIN_DEFAULTS, block.get("train")))
         return {name: (Workload(name, data, model, train), list(techniques))}
     train_default = merge_checked(f"{key}.train", TRAIN_DEFAULTS, block.get("train"))
     out = {}
@@ -61,7 +61,7 @@ def _workloads(key: str, block: dict, techniques: list[str]) -> dict[str, tuple[
                 raise ConfigError(f"{wkey}.{required}", "missing required key")
         data = component(f"{wkey}.data", DATASETS, w.get("data", block.get("data")))
         model = component(f"{wkey}.model", MODELS, w.get("model", block.get("model")))
-        train = merge_checked(f"{wkey}.train", train_default, w.get("train"))
+        train = _checked_train(f"{wkey}.train", merge_checked(f"{wkey}.train", train_default, w.get("train")))
         own = w.get("techniques", techniques)
         if not isinstance(own, list):
             raise ConfigError(f"{wkey}.techniques", "expected a list", techniques)
@@ -70,6 +70,12 @@ def _workloads(key: str, block: dict, techniques: list[str]) -> dict[str, tuple[
                 raise ConfigError(f"{wkey}.techniques[{i}]", f"{t!r} is not a technique of this study", techniques)
         out[name] = (Workload(name, data, model, train), list(own))
     return out
+
+
+def _checked_train(key: str, train: dict[str, Any]) -> dict[str, Any]:
+    if train["epochs"] < 1:
+        raise ConfigError(f"{key}.epochs", f"{train['epochs']!r} is out of range: must be >= 1")
+    return train
 
 
 def _sweep_points(key: str, given: Any, slots: set[str]) -> list[tuple[str, dict[str, dict[str, Any]]]]:
@@ -156,6 +162,12 @@ def parse_study(name: str, block: Any, hardware: dict[str, Any]) -> StudySpec:
     for slot in base:
         if slot not in slots:
             raise ConfigError(f"{key}.base.{slot}", "unknown slot", sorted(slots))
+        if family is not None and slot == family.slot:
+            raise ConfigError(
+                f"{key}.base.{slot}",
+                f"this study varies the {slot}; set its hyperparameters in technique_params",
+                sorted(s for s in slots if s != slot),
+            )
     overrides = _mapping(f"{key}.technique_params", block.get("technique_params"), "technique -> hyperparameters")
     for t in overrides:
         if t not in techniques:

@@ -101,7 +101,12 @@ def run_probes(spec: StudySpec, hardware: dict[str, Any], tracker: Tracker, forc
                     "code_version": code_version(),
                     "git_commit": git_commit(),
                 }
-                result = run_probe(name, probe_context(spec, seed), hp).as_dict()
+                try:
+                    result = run_probe(name, probe_context(spec, seed), hp).as_dict()
+                except ValueError as e:  # an impossible setting the registry's types could not catch
+                    from techbench.errors import ConfigError
+
+                    raise ConfigError(f"studies.{spec.name}.probes.{name}", str(e)) from None
                 run = tracker.client.create_run(
                     tracker.experiment_id(spec.name), run_name=f"probe/{name}/seed{seed}", tags=tags
                 )
@@ -109,6 +114,7 @@ def run_probes(spec: StudySpec, hardware: dict[str, Any], tracker: Tracker, forc
                 for k, v in {**hp, "seed": seed}.items():
                     tracker.client.log_param(run_id, k, str(v)[:6000])
                 _log_result(tracker, run_id, result)
+                tracker.client.set_tag(run_id, "complete", "1")
                 tracker.client.set_terminated(run_id, "FINISHED")
                 log.info("probe %s/seed%d: %d rows (%s)", name, seed, len(result["rows"]), run_id)
             runs.append({**result, "seed": seed, "run_id": run_id})

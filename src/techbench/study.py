@@ -40,19 +40,32 @@ def preflight(spec) -> None:
         if key in seen:
             continue
         seen.add(key)
-        data = load_dataset(cfg.data)
-        config = apply_batching(cfg.as_dict(), len(data.x_train))
         try:
+            data = load_dataset(cfg.data)
+            config = apply_batching(cfg.as_dict(), len(data.x_train))
             build_optimizer(config["optimizer"], build_model(cfg.model, data.input_shape, data.num_classes))
-        except ValueError as e:
-            raise ConfigError(f"studies.{spec.name}.workloads.{cfg.workload}", f"{cfg.technique}: {e}") from None
+        except (ValueError, RuntimeError, TypeError) as e:
+            message = str(e) if str(e).startswith(cfg.technique) else f"{cfg.technique}: {e}"
+            raise ConfigError(f"studies.{spec.name}.workloads.{cfg.workload}", message) from None
+    if spec.runs:
+        from techbench.training.trainer import make_trainer
+
+        try:  # e.g. accelerator: gpu on a machine without one
+            make_trainer(spec.runs[0].hardware, spec.runs[0].train)
+        except Exception as e:  # Lightning raises its own MisconfigurationException types
+            raise ConfigError("hardware", str(e).splitlines()[0]) from None
 
 
 def run_study(params: Params, study: str, force: bool = False, tracker: Tracker | None = None) -> int:
     """Train every missing run of ``study``; returns how many were trained."""
     spec = params.study(study)
+    preflight(spec)  # before the first MLflow write
     tracker = tracker or Tracker()
-    preflight(spec)
+    if spec.probes:  # cheap, and a probe's impossible setting should stop the study before training
+        from techbench.probe_runs import run_probes
+
+        run_probes(spec, params.hardware, tracker, force)
+    _warm_up(spec)
     todo = [(cfg, s) for cfg in spec.runs for s in range(spec.seeds)]
     trained = 0
     for cfg, seed in pending_runs(tracker, todo, force):
@@ -65,11 +78,18 @@ def run_study(params: Params, study: str, force: bool = False, tracker: Tracker 
             result.run_id,
         )
         trained += 1
-    if spec.probes:
-        from techbench.probe_runs import run_probes
-
-        run_probes(spec, params.hardware, tracker, force)
     return trained
+
+
+def _warm_up(spec) -> None:
+    """One untimed epoch of the study's first run, unlogged: the first fit of a process pays one-time costs
+    (library initialization, kernel selection) that would otherwise inflate one run's wall time."""
+    from dataclasses import replace
+
+    if not spec.runs:
+        return
+    cfg = spec.runs[0]
+    train_one(replace(cfg, train={**cfg.train, "epochs": 1}), seed=0)
 
 
 def export_study(params: Params, study: str, tracker: Tracker | None = None, out_dir=None):
@@ -82,7 +102,7 @@ def export_study(params: Params, study: str, tracker: Tracker | None = None, out
     rows = collect(tracker or Tracker(), configs, spec.seeds)
     described = {
         f"{c.workload}/{c.label}": {
-            **c.as_dict(),
+            **_effective(c),
             "config_hash": c.config_hash(),
             "seeds": spec.seeds,
             "code_version": code_version(),
@@ -97,6 +117,14 @@ def export_study(params: Params, study: str, tracker: Tracker | None = None, out
         probes = run_probes(spec, params.hardware, tracker or Tracker())
     write_probe_results(out, probes)  # written (possibly empty) for every study: a declared DVC output
     return out
+
+
+def _effective(cfg: RunConfig) -> dict:
+    """The configuration a run actually trained with (the batch regime applied), as the report shows it."""
+    from techbench.techniques.batching import apply_batching
+    from techbench.workloads import load_dataset
+
+    return apply_batching(cfg.as_dict(), len(load_dataset(cfg.data).x_train))
 
 
 def write_probe_results(out, probes: dict) -> None:

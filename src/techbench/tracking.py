@@ -97,7 +97,8 @@ class Tracker:
                 break
 
     def finished_run(self, study: str, config_hash: str, seed: int) -> Any | None:
-        return next(iter(self.search(study, {"config_hash": config_hash, "seed": str(seed)})), None)
+        filters = {"config_hash": config_hash, "seed": str(seed), "complete": "1"}
+        return next(iter(self.search(study, filters)), None)
 
     def logger(self, study: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None):
         from lightning.pytorch.loggers import MLFlowLogger

@@ -117,8 +117,9 @@ def tune_study(
     tracker: Tracker | None = None,
     out_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Tune each technique, re-run its best configuration over fresh seeds (a tuned score on the
-    validation set it was chosen on is biased upward), and write results/<study>/tuning.json."""
+    """Tune each technique on the study's first workload, re-run its best configuration over the study's
+    seeds (a tuned score on the validation set it was chosen on is biased upward), and write
+    results/<study>/tuning.json."""
     spec = params.study(study)
     budget = params.tuning.get(study)
     techniques = techniques or (budget.techniques if budget else [])

@@ -133,14 +133,14 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
         return ["The LR range test gave no suggestion (too few finite losses: raise num_training or max_lr)."]
     n = len(suggested)
     out = [
-        f"The LR range test suggests an LR of {statistics.fmean(suggested):.3g} (Lightning's suggestion, mean over "
-        f"{n} seed{'s' if n > 1 else ''}, range {min(suggested):.3g}–{max(suggested):.3g})."
+        f"The LR range test suggests an LR of {statistics.geometric_mean(suggested):.3g} (Lightning's suggestion, "
+        f"geometric mean over {n} seed{'s' if n > 1 else ''}, range {min(suggested):.3g}–{max(suggested):.3g})."
     ]
     steep = _finite([r.get("steepest_lr") for r in rows])
     div10 = _finite([r.get("min_loss_lr_div10") for r in rows])
     configured = _finite([r.get("configured_lr") for r in rows])
-    others = [f"steepest descent against log LR {statistics.fmean(steep):.3g}"] if steep else []
-    others += [f"min-loss LR / 10 {statistics.fmean(div10):.3g}"] if div10 else []
+    others = [f"steepest descent against log LR {statistics.geometric_mean(steep):.3g}"] if steep else []
+    others += [f"min-loss LR / 10 {statistics.geometric_mean(div10):.3g}"] if div10 else []
     others += [f"the study's optimizer uses {configured[0]:.3g}"] if configured else []
     if others:
         out.append("For comparison: " + "; ".join(others) + ".")

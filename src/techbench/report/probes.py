@@ -28,7 +28,7 @@ def probe_table(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
     for label in labels:
         cells = [[r.get(c) for run in runs for r in run["rows"] if r["row"] == label] for c in columns]
         rows.append([label, str(len(runs))] + [_cell(v) for v in cells])
-    return ["row", "n"] + columns, rows
+    return ["row", "seeds"] + columns, rows
 
 
 def probe_sections(probes: dict[str, Any], figures_dir: Path, study: str) -> list:

@@ -64,9 +64,37 @@ def _setup(configs: dict[str, Any]) -> list[str]:
         f"Hardware: accelerator={hw['accelerator']}, devices={hw['devices']}, precision={hw['precision']} "
         f"on {platform.machine()} ({platform.processor() or 'cpu'}, {os.cpu_count()} cores); "
         f"code version {c['code_version']}.",
-        "Technique hyperparameters: "
-        + "; ".join(f"`{t.split('/', 1)[1]}` ({fmt(cfg[slot])})" for t, cfg in configs.items())
+        "Technique hyperparameters (as trained, after the batch regime is applied): "
+        + "; ".join(f"`{t.split('/', 1)[1]}` ({_as_trained(cfg, slot, fmt)})" for t, cfg in configs.items())
         + ".",
+    ] + _footnotes(configs)
+
+
+def _as_trained(cfg: dict[str, Any], slot: str, fmt) -> str:
+    text = fmt(cfg[slot])
+    if slot == "batching":  # the regime changes batch size, epochs and (large batch) the optimizer
+        opt = cfg["optimizer"]
+        text += f"; optimizer {opt['name']} lr={opt['lr']:g}; batch {cfg['train']['batch_size']}"
+        text += f" x {cfg['train']['accumulate_grad_batches']}; {cfg['train']['epochs']} epochs"
+    return text or "no hyperparameters"
+
+
+def _footnotes(configs: dict[str, Any]) -> list[str]:
+    from techbench.techniques.optimizers import OPTIMIZERS
+
+    full = sorted(
+        {
+            c["optimizer"]["name"]
+            for c in configs.values()
+            if c["optimizer"]["name"] in OPTIMIZERS and OPTIMIZERS.get(c["optimizer"]["name"]).meta.get("full_batch")
+        }
+    )
+    if not full:
+        return []
+    return [
+        f"Note on {', '.join(f'`{n}`' for n in full)}: full-batch methods make one update per epoch, and an "
+        "L-BFGS update runs up to max_iter inner iterations with a line search (many loss and gradient "
+        "evaluations), so their epochs are not comparable with mini-batch epochs: compare seconds to target."
     ]
 
 
@@ -78,6 +106,8 @@ EXTRA_COLUMNS = {
         ("throughput", "throughput samples/s", 1, 0),
         ("peak_memory_mb", "peak step memory MB", 1, 2),
         ("effective_batch", "batch", 1, 0),
+        ("epochs_run", "epochs run", 1, 0),
+        ("updates", "updates", 1, 0),
     ],
 }
 
@@ -100,8 +130,9 @@ def results_table(groups: dict[str, list[dict[str, Any]]], family: str | None = 
             str(len(g)),
             _ci([r["test_acc"] for r in g], 100),
             _ci([r.get("gen_gap") for r in g], 100),
-            _ci([r["test_loss"] for r in g], 1, 3),
-            _ci([r["final_val_loss"] for r in g], 1, 3),
+            # A diverged run's loss is not an average-able number; its accuracy (chance or worse) is.
+            _ci([r["test_loss"] for r in g if r["outcome"] != "diverged"], 1, 3),
+            _ci([r["final_val_loss"] for r in g if r["outcome"] != "diverged"], 1, 3),
             _ci([r["best_epoch"] for r in g], 1, 1),
             _ci([r["fit_s"] for r in g], 1, 1),
         ]
@@ -115,7 +146,7 @@ def results_table(groups: dict[str, list[dict[str, Any]]], family: str | None = 
         diverged = [r for r in g if r["outcome"] == "diverged"]
         steps = sorted(int(r["diverged_step"]) for r in diverged if r.get("diverged_step") is not None)
         row += [
-            f"{len(diverged)}" + (f" (step {', '.join(map(str, steps))})" if steps else ""),
+            f"{len(diverged)}" + (f" (at update {', '.join(map(str, steps))})" if steps else ""),
             " ".join(f"`{r['run_id'][:8]}`" for r in sorted(g, key=lambda r: r["seed"])),
         ]
         rows.append(row)
@@ -205,7 +236,9 @@ def study_sections(results_dir: Path, figures_dir: Path) -> list[Section]:
         if tuning:
             first = workloads[0] if workloads else None
             groups = _groups([r for r in data["runs"] if r["workload"] == first])
-            sections.append(tuning_section(tuning, groups))
+            sec = tuning_section(tuning, groups)
+            sec.paragraphs.append(f"Tuned and compared on the study's first workload, `{first}`.")
+            sections.append(sec)
     return sections
 
 

@@ -120,6 +120,7 @@ def large_lamb(config, n_train, batch_size, epochs, lr):
     "accumulate",
     description="gradient accumulation: k micro-batches of b examples, one update of k·b",
     defaults={"micro_batch": 32, "k": 4, "epochs": 0},
+    check=lambda hp: None if hp["k"] >= 1 else (_ for _ in ()).throw(ValueError(f"k={hp['k']} must be >= 1")),
 )
 def accumulate(config, n_train, micro_batch, k, epochs):
     return _set(config, micro_batch, epochs, accumulate=k)

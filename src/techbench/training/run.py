@@ -122,6 +122,8 @@ def train_one(
     if logger and trainer.is_global_zero:
         logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith("test/")})
         logger.experiment.set_tag(logger.run_id, "outcome", outcome)
+        # Lightning marks the run FINISHED when fit ends; only this tag says its test metrics are written too.
+        logger.experiment.set_tag(logger.run_id, "complete", "1")
         logger.finalize("success")
     return RunResult(
         run_id=logger.run_id if logger and trainer.is_global_zero else None,  # only rank 0 holds a run

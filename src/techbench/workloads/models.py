@@ -23,6 +23,8 @@ def build_model(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes:
 
 
 def _check_activation(hp: dict[str, Any]) -> None:
+    if "hidden" in hp and not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hp["hidden"]):
+        raise ValueError(f"hidden {hp['hidden']!r}: every layer width must be an integer >= 1")
     if hp["activation"] not in ACTIVATIONS:
         raise ValueError(f"activation {hp['activation']!r} unknown; allowed: {', '.join(ACTIVATIONS)}")
 
