@@ -26,6 +26,7 @@ def test_runs_are_named_tagged_and_logged_per_epoch(workdir, raw_params):
     tags = run.data.tags
     assert tags["study"] == "optimizers" and tags["technique"] == "adam" and tags["seed"] == "1"
     assert tags["config_hash"] == params.studies["optimizers"].run("adam").config_hash()
+    assert "cores" in tags["machine"] and "torch" in tags["machine"]  # the training machine, for the report
     assert "git_commit" in tags and tags["outcome"] == "completed"
     assert run.info.status == "FINISHED"
     assert run.data.params["optimizer.lr"] == "0.001" and run.data.params["train.epochs"] == "3"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +46,7 @@ def _groups(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _setup(configs: dict[str, Any]) -> list[str]:
+def _setup(configs: dict[str, Any], machines: list[str] | None = None) -> list[str]:
     if not configs:
         return []
     c = next(iter(configs.values()))
@@ -62,7 +60,7 @@ def _setup(configs: dict[str, Any]) -> list[str]:
         f"Training: {fmt(c['train'])}; {c['seeds']} seeds (0..{c['seeds'] - 1}), paired: the same seed gives "
         "every technique the same initialization and batch order. Fixed components: " + "; ".join(fixed) + ".",
         f"Hardware: accelerator={hw['accelerator']}, devices={hw['devices']}, precision={hw['precision']} "
-        f"on {platform.machine()} ({platform.processor() or 'cpu'}, {os.cpu_count()} cores); "
+        f"on {'; '.join(machines) if machines else 'an unrecorded machine'} (as recorded by the runs); "
         f"code version {c['code_version']}.",
         "Technique hyperparameters (as trained, after the batch regime is applied): "
         + "; ".join(f"`{t.split('/', 1)[1]}` ({_as_trained(cfg, slot, fmt)})" for t, cfg in configs.items())
@@ -220,7 +218,8 @@ def study_sections(results_dir: Path, figures_dir: Path) -> list[Section]:
     for w in workloads:
         groups = _groups([r for r in data["runs"] if r["workload"] == w])
         own = {k: c for k, c in configs.items() if c.get("workload") == w}
-        sec = Section(f"Workload `{w}`", paragraphs=_setup(own))
+        machines = sorted({r.get("machine", "unknown") for rows in groups.values() for r in rows})
+        sec = Section(f"Workload `{w}`", paragraphs=_setup(own, machines))
         sec.tables.append(results_table(groups, family))
         sec.figures.append(learning_curves(groups, figures_dir / f"{study}_{w}_curves.png", f"{study} / {w}"))
         swept = sweep_plot(groups, figures_dir / f"{study}_{w}_sweep.png", f"{study} / {w}")

@@ -55,7 +55,23 @@ def run_tags(cfg: RunConfig, seed: int) -> dict[str, str]:
         "seed": str(seed),
         "config_hash": cfg.config_hash(),
         "code_version": code_version(),
+        "machine": machine(),
     }
+
+
+def machine() -> str:
+    """Where a run trained (CPU model and cores, GPU, torch version): reports show the training machine."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
 class _Loaders(L.LightningDataModule):
