@@ -51,6 +51,7 @@ PROBE_SMOKE_HP = {
     "forward_mode": {"n_inputs": 20, "n_outputs": 20, "hidden": 8, "repeats": 1, "warmup": 0},
     "reverse_mode": {"n_inputs": 20, "n_outputs": 20, "hidden": 8, "repeats": 1, "warmup": 0},
     "gradient_check": {"activations": ["tanh", "relu"], "coords": 20, "h": [1e-5]},
+    "backprop_cost": {"widths": [2, 4], "batch_size": 16, "repeats": 1, "warmup": 0, "fd_max_params": 500},
     "quadratic_gd": {"d": 10, "kappa_values": [10, 100], "steps": 300, "max_iters": 2000, "digits": 0},
     "lr_range_test": {"num_training": 20},
 }

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import PROBE_SMOKE_HP
 from torch import nn
 from torch.func import jacfwd, jacrev
 
@@ -23,17 +24,7 @@ from techbench.workloads import DATASETS, MODELS
 CPU = torch.device("cpu")
 
 # Sizes small enough for the whole family to run in seconds; a probe missing here runs at its defaults.
-TINY = {
-    "per_example_loop": {"batch_sizes": [8], "threads": [1], "repeats": 1, "warmup": 0, "dtype": "float64"},
-    "vectorized": {"batch_sizes": [8], "threads": [1], "repeats": 1, "warmup": 0, "dtype": "float64"},
-    "mixed_precision": {"epochs": 1, "batch_size": 32, "timed_steps": 2, "warmup": 1},
-    "grad_checkpointing": {"depths": [2, 4], "width": 32, "batch_size": 16, "repeats": 1, "warmup": 0},
-    "grad_accumulation": {"effective_batch": 32, "micro_batches": [1, 2], "repeats": 1, "warmup": 0, "train_steps": 2},
-    "forward_mode": {"n_inputs": 20, "n_outputs": 20, "hidden": 8, "repeats": 1, "warmup": 0},
-    "reverse_mode": {"n_inputs": 20, "n_outputs": 20, "hidden": 8, "repeats": 1, "warmup": 0},
-    "gradient_check": {"activations": ["tanh", "relu"], "coords": 20, "h": [1e-5]},
-    "backprop_cost": {"widths": [2, 4], "batch_size": 16, "repeats": 1, "warmup": 0, "fd_max_params": 500},
-}
+TINY = PROBE_SMOKE_HP
 
 
 @pytest.fixture(scope="module")

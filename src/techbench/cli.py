@@ -76,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd_list(load_params(args.params) if Path(args.params).is_file() else None)
             return 0
         params = load_params(args.params)
-        if args.command == "list":
-            cmd_list(params)
-        elif args.command == "run":
+        if args.command == "run":
             from techbench.study import export_study, run_study
 
             params.study(args.study)

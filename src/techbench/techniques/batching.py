@@ -116,11 +116,16 @@ def large_lamb(config, n_train, batch_size, epochs, lr):
     return _large_with("lamb", config, batch_size, epochs, lr)
 
 
+def _check_accumulate(hp: dict[str, Any]) -> None:
+    if hp["k"] < 1:
+        raise ValueError(f"k={hp['k']} must be >= 1")
+
+
 @BATCHING.register(
     "accumulate",
     description="gradient accumulation: k micro-batches of b examples, one update of k·b",
     defaults={"micro_batch": 32, "k": 4, "epochs": 0},
-    check=lambda hp: None if hp["k"] >= 1 else (_ for _ in ()).throw(ValueError(f"k={hp['k']} must be >= 1")),
+    check=_check_accumulate,
 )
 def accumulate(config, n_train, micro_batch, k, epochs):
     return _set(config, micro_batch, epochs, accumulate=k)
