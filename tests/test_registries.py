@@ -50,8 +50,10 @@ def test_optimizer_builds_and_a_step_lowers_the_loss(name):
 @pytest.mark.parametrize("family", list(FAMILIES.values()), ids=lambda f: f.name)
 def test_search_spaces_are_well_formed(family):
     for entry in family.registry:
-        # Optimizers and schedules with hyperparameters must be tunable; batch regimes are fixed recipes.
-        if family.name != "batch_size" and entry.defaults:
+        # Entries with numeric hyperparameters must be tunable (switches such as restore_best are not);
+        # batch regimes are fixed recipes.
+        numeric = [v for v in entry.defaults.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if family.name != "batch_size" and numeric:
             assert entry.search_space, f"{entry.name} declares no search space"
         for hp, dim in entry.search_space.items():
             assert hp in entry.defaults, f"{entry.name}: {hp} is tunable but has no default"

@@ -36,6 +36,25 @@ HP_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "warmup_epochs": (0.0, None, True, True),
     "accumulate_grad_batches": (1, None, True, True),
     "lr_scale": (0.0, None, False, True),
+    # generalization techniques
+    "lam": (0.0, None, True, True),  # regularization strength λ (penalty λ/2m·Σw², λ/m·Σ|w|)
+    "lam_first": (0.0, None, True, True),
+    "lam_last": (0.0, None, True, True),
+    "l1_ratio": (0.0, 1.0, True, True),
+    "p": (0.0, 1.0, True, False),  # dropout rate: the probability of dropping a unit
+    "p_input": (0.0, 1.0, True, False),
+    "init_p": (0.0, 1.0, False, False),
+    "temperature": (0.0, None, False, True),
+    "weight_reg": (0.0, None, True, True),
+    "dropout_reg": (0.0, None, True, True),
+    "samples": (1, None, True, True),
+    "patience": (1, None, True, True),
+    "min_delta": (0.0, None, True, True),
+    "rel_delta": (0.0, 1.0, True, False),
+    "window": (2, None, True, True),
+    "min_slope": (0.0, None, True, True),
+    "train_size": (0, None, True, True),  # 0 = the whole training split
+    "label_noise": (0.0, 1.0, True, False),
 }
 
 

@@ -43,6 +43,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # A training loss above this (or NaN/inf) marks the run as diverged; it stops and is recorded.
     "divergence_loss": 1.0e3,
     "target_val_acc": 0.0,  # time-to-target is reported when > 0
+    "save_predictions": False,  # log test-set probabilities (an artifact) for bias²/variance over seeds
 }
 TUNING_DEFAULTS: dict[str, Any] = {
     "techniques": [],

@@ -4,6 +4,7 @@ RunConfig of every technique x sweep point x workload."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 from techbench.checks import component, merge_checked
@@ -23,7 +24,7 @@ STUDY_KEYS = [
     "sweep",
     "probes",
 ]
-WORKLOAD_KEYS = ["data", "model", "train", "techniques"]
+WORKLOAD_KEYS = ["data", "model", "train", "techniques", "sweep"]
 
 
 def _mapping(key: str, value: Any, what: str) -> dict:
@@ -34,8 +35,9 @@ def _mapping(key: str, value: Any, what: str) -> dict:
     return value
 
 
-def _workloads(key: str, block: dict, techniques: list[str]) -> dict[str, tuple[Workload, list[str]]]:
-    """name -> (workload, its techniques). Top-level data/model/train are the defaults of every workload."""
+def _workloads(key: str, block: dict, techniques: list[str]) -> dict[str, tuple[Workload, list[str], Any]]:
+    """name -> (workload, its techniques, its own sweep). Top-level data/model/train are every workload's
+    defaults."""
     from techbench.workloads import DATASETS, MODELS
 
     given = _mapping(f"{key}.workloads", block.get("workloads"), "workload name -> {data, model, train}")
@@ -47,7 +49,7 @@ def _workloads(key: str, block: dict, techniques: list[str]) -> dict[str, tuple[
         model = component(f"{key}.model", MODELS, block["model"])
         name = f"{data['name']}_{model['name']}"
         train = _checked_train(f"{key}.train", merge_checked(f"{key}.train", TRAIN_DEFAULTS, block.get("train")))
-        return {name: (Workload(name, data, model, train), list(techniques))}
+        return {name: (Workload(name, data, model, train), list(techniques), None)}
     train_default = merge_checked(f"{key}.train", TRAIN_DEFAULTS, block.get("train"))
     out = {}
     for name, w in given.items():
@@ -68,7 +70,7 @@ def _workloads(key: str, block: dict, techniques: list[str]) -> dict[str, tuple[
         for i, t in enumerate(own):
             if t not in techniques:
                 raise ConfigError(f"{wkey}.techniques[{i}]", f"{t!r} is not a technique of this study", techniques)
-        out[name] = (Workload(name, data, model, train), list(own))
+        out[name] = (Workload(name, data, model, train), list(own), w.get("sweep"))
     return out
 
 
@@ -78,28 +80,75 @@ def _checked_train(key: str, train: dict[str, Any]) -> dict[str, Any]:
     return train
 
 
-def _sweep_points(key: str, given: Any, slots: set[str]) -> list[tuple[str, dict[str, dict[str, Any]]]]:
-    """``{"optimizer.lr": [..], ...}`` -> [(variant label, {section: {hp: value}})], the cartesian product."""
-    given = _mapping(key, given, "'<slot>.<hyperparameter>' -> list of values")
-    if not given:
-        return [("default", {})]
-    axes = []
+@dataclass(frozen=True)
+class Axis:
+    """One swept hyperparameter: ``<section>.<hp>`` (every run, or for the varied slot every technique that
+    has the hyperparameter), ``<technique>.<hp>`` (that technique only), or a workload's own sweep."""
+
+    section: str  # run-config section the values go to (data, model, train, or a slot)
+    hp: str
+    values: list[Any]
+    technique: str | None = None  # only this technique's runs
+    slot_hp: bool = False  # the varied slot: only techniques whose component has ``hp``
+    workload: str | None = None  # only this workload's runs
+
+
+def _axes(key: str, given: Any, slots: set[str], family=None, techniques=(), workload=None) -> list[Axis]:
+    given = _mapping(key, given, "'<section>.<hyperparameter>' -> list of values")
     sections = sorted(slots | {"train", "model", "data"})
+    axes = []
     for path, values in given.items():
         section, _, hp = str(path).partition(".")
-        if section not in sections or not hp:
-            raise ConfigError(f"{key}.{path}", "expected '<section>.<hyperparameter>'", sections)
+        if not hp or (section not in sections and section not in techniques):
+            raise ConfigError(f"{key}.{path}", "expected '<section or technique>.<hyperparameter>'", sections)
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{key}.{path}", "expected a non-empty list of values")
-        axes.append([(section, hp, v) for v in values])
+        if section in techniques:
+            axes.append(Axis(family.slot, hp, values, technique=section, workload=workload))
+        else:
+            is_slot = family is not None and section == family.slot
+            axes.append(Axis(section, hp, values, slot_hp=is_slot, workload=workload))
+    return axes
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "x".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def _points(axes: list[Axis]) -> list[tuple[str, dict[str, dict[str, Any]]]]:
+    """The cartesian product of ``axes`` -> [(variant label, {section: {hp: value}})]."""
+    if not axes:
+        return [("default", {})]
     points = []
-    for combo in itertools.product(*axes):
-        label = ",".join(f"{hp}={v:g}" if isinstance(v, float) else f"{hp}={v}" for _, hp, v in combo)
+    for combo in itertools.product(*[[(a, v) for v in a.values] for a in axes]):
         override: dict[str, dict[str, Any]] = {}
-        for section, hp, v in combo:
-            override.setdefault(section, {})[hp] = v
-        points.append((label, override))
+        for a, v in combo:
+            override.setdefault(a.section, {})[a.hp] = v
+        points.append((",".join(f"{a.hp}={_fmt(v)}" for a, v in combo), override))
     return points
+
+
+def _applicable(axes: list[Axis], technique: dict[str, Any], workload: str) -> list[Axis]:
+    return [
+        a
+        for a in axes
+        if (a.technique is None or a.technique == technique["name"])
+        and (not a.slot_hp or a.hp in technique)
+        and (a.workload is None or a.workload == workload)
+    ]
+
+
+def _check_slot_axes(key: str, axes: list[Axis], techs: list[dict[str, Any]]) -> None:
+    for a in axes:
+        if a.slot_hp and not any(a.hp in t for t in techs):
+            allowed = sorted({k for t in techs for k in t if k != "name"})
+            raise ConfigError(
+                f"{key}.{a.section}.{a.hp}", "no technique of this study has this hyperparameter", allowed
+            )
 
 
 def _apply(key: str, base: dict[str, Any], override: dict[str, Any], registry=None) -> dict[str, Any]:
@@ -177,16 +226,22 @@ def parse_study(name: str, block: Any, hardware: dict[str, Any]) -> StudySpec:
         for slot, fam in slots.items()
         if family is None or slot != family.slot
     }
-    points = _sweep_points(f"{key}.sweep", block.get("sweep"), set(slots))
+    axes = _axes(f"{key}.sweep", block.get("sweep"), set(slots), family, techniques)
+    for wname, (_, _, wsweep) in workloads.items():
+        axes += _axes(f"{key}.workloads.{wname}.sweep", wsweep, set(slots), family, techniques, workload=wname)
     registries = {**{s: f.registry for s, f in slots.items()}, "data": DATASETS, "model": MODELS, "train": None}
 
     runs = []
-    for t in techniques:
-        tech = component(f"{key}.technique_params.{t}", family.registry, {"name": t, **overrides.get(t, {})})
-        for variant, override in points:
-            for workload, own in workloads.values():
-                if t not in own:
-                    continue
+    techs = [
+        component(f"{key}.technique_params.{t}", family.registry, {"name": t, **overrides.get(t, {})})
+        for t in techniques
+    ]
+    _check_slot_axes(f"{key}.sweep", axes, techs)
+    for t, tech in zip(techniques, techs, strict=True):
+        for workload, own, _ in workloads.values():
+            if t not in own:
+                continue
+            for variant, override in _points(_applicable(axes, tech, workload.name)):
                 parts = {"data": workload.data, "model": workload.model, "train": workload.train}
                 parts.update(fixed)
                 parts[family.slot] = tech
@@ -212,7 +267,7 @@ def parse_study(name: str, block: Any, hardware: dict[str, Any]) -> StudySpec:
         techniques=list(techniques),
         seeds=seeds,
         runs=runs,
-        workloads={n: w for n, (w, _) in workloads.items()},
+        workloads={n: w for n, (w, _, _) in workloads.items()},
         probes=probes,
         fixed=fixed,
     )

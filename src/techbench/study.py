@@ -22,28 +22,31 @@ def pending_runs(tracker: Tracker, runs: list[tuple[RunConfig, int]], force: boo
 
 
 def preflight(spec) -> None:
-    """Build every (model, optimizer) pair once before training anything, so an impossible combination
-    (e.g. exact Newton on a model too large for its Hessian) is a config error, not a half-finished study."""
+    """Build every (data, model, technique components) combination once before training anything, so an
+    impossible one (exact Newton on a model too large for its Hessian, spatial dropout on an MLP, a training
+    subset larger than the data) is a config error, not a half-finished study."""
     from techbench.errors import ConfigError
     from techbench.techniques.batching import apply_batching
+    from techbench.techniques.early_stopping import build_stopping
     from techbench.techniques.optimizers import build_optimizer
-    from techbench.workloads import build_model, load_dataset
+    from techbench.techniques.regularization import build_regularizer
+    from techbench.training.run import build_run_model
+    from techbench.workloads import load_dataset
 
     seen = set()
     for cfg in spec.runs:
-        key = (
-            cfg.workload,
-            repr(cfg.model),
-            repr(cfg.components.get("optimizer")),
-            repr(cfg.components.get("batching")),
-        )
+        slots = ("optimizer", "batching", "regularizer", "stopping", "dropout")
+        key = (cfg.workload, repr(cfg.data), repr(cfg.model), *(repr(cfg.components.get(s)) for s in slots))
         if key in seen:
             continue
         seen.add(key)
         try:
             data = load_dataset(cfg.data)
             config = apply_batching(cfg.as_dict(), len(data.x_train))
-            build_optimizer(config["optimizer"], build_model(cfg.model, data.input_shape, data.num_classes))
+            model = build_run_model(config, data)
+            build_optimizer(config["optimizer"], model)
+            build_regularizer(config["regularizer"], model, len(data.x_train))
+            build_stopping(config["stopping"])
         except (ValueError, RuntimeError, TypeError) as e:
             message = str(e) if str(e).startswith(cfg.technique) else f"{cfg.technique}: {e}"
             raise ConfigError(f"studies.{spec.name}.workloads.{cfg.workload}", message) from None

@@ -1,5 +1,6 @@
 """The one LightningModule every run uses: a model, a cross-entropy loss and the run's techniques
-(optimizer, learning-rate schedule; the batch regime is applied to the config before this is built)."""
+(optimizer, learning-rate schedule, weight penalty or decoupled decay; the batch regime and the dropout variant
+are applied to the config and the model before this is built)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,15 @@ class _Running:
 
 
 class TechniqueModule(L.LightningModule):
-    def __init__(self, model: nn.Module, run_config: dict[str, Any], num_classes: int):
+    def __init__(self, model: nn.Module, run_config: dict[str, Any], num_classes: int, n_train: int = 1):
         super().__init__()
+        from techbench.techniques.regularization import build_regularizer
+
         self.model = model
         self.cfg = run_config
         self.num_classes = num_classes
+        self.regularizer = build_regularizer(run_config.get("regularizer") or {"name": "none"}, model, n_train)
+        self.val_losses: list[float] = []
         self.divergence_loss = float(run_config["train"]["divergence_loss"])
         self.diverged_step: int | None = None
         self.epoch_times: list[float] = []
@@ -75,6 +80,27 @@ class TechniqueModule(L.LightningModule):
         logits = self(x)
         return F.cross_entropy(logits, y), logits, y
 
+    def _objective(self, loss: torch.Tensor) -> torch.Tensor:
+        """The cost the optimizer minimizes: the data loss plus weight penalties and learned-dropout terms.
+        Logged losses stay the data loss, so runs with and without a penalty compare on the same scale."""
+        from techbench.techniques.dropout import module_penalties
+
+        extra = module_penalties(self.model)
+        if self.regularizer.penalty is not None:
+            penalty = self.regularizer.penalty(self.model)
+            extra = penalty if extra is None else extra + penalty
+        return loss if extra is None else loss + extra
+
+    def on_before_optimizer_step(self, optimizer):
+        # Decoupled weight decay: shrink outside the gradient, once per update, with the current LR (AdamW).
+        if self.regularizer.decay:
+            self.regularizer.decay_(optimizer.param_groups[0]["lr"])
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.regularizer.prox:  # L1's proximal step follows the gradient step
+            self.regularizer.prox_(optimizer.param_groups[0]["lr"])
+
     def _diverging(self, loss: torch.Tensor) -> bool:
         if torch.isfinite(loss) and loss.item() <= self.divergence_loss:
             return False
@@ -88,11 +114,12 @@ class TechniqueModule(L.LightningModule):
         if not self.automatic_optimization:
             return self._manual_step(batch)
         loss, logits, y = self._loss(batch)
-        if self._diverging(loss):
+        cost = self._objective(loss)
+        if self._diverging(cost):
             # Skip the update; a closure-driven optimizer (L-BFGS) needs a value, so it gets the loss.
-            return loss if self.closure_kind == "backward" else None
+            return cost if self.closure_kind == "backward" else None
         self.running["train"].add(loss, logits, y)
-        return loss
+        return cost
 
     def _manual_step(self, batch):
         optimizer = self.optimizers()
@@ -101,12 +128,13 @@ class TechniqueModule(L.LightningModule):
 
         def closure():
             loss, logits, y = self._loss(batch)
-            seen.update(loss=loss, logits=logits, y=y)
-            return loss
+            cost = self._objective(loss)
+            seen.update(loss=loss, cost=cost, logits=logits, y=y)
+            return cost
 
         optimizer.zero_grad()
         optimizer.step(closure=closure)
-        if self._diverging(seen["loss"].detach()):
+        if self._diverging(seen["cost"].detach()):
             return None
         self.running["train"].add(seen["loss"], seen["logits"], seen["y"])
         if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -128,6 +156,8 @@ class TechniqueModule(L.LightningModule):
         loss, acc = run.means()
         if self.trainer.world_size > 1:
             loss, acc = self.all_gather(loss).mean(), self.all_gather(acc).mean()
+        if stage == "val" and self.trainer.state.fn == "fit":
+            self.val_losses.append(float(loss))
         # Already gathered: every rank logs the same value, so callbacks (pruning, early stopping) agree.
         self.log(f"{stage}/loss", loss, on_epoch=True)
         self.log(f"{stage}/acc", acc, on_epoch=True)

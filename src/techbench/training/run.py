@@ -16,7 +16,10 @@ import torch
 
 from techbench.config import RunConfig
 from techbench.techniques.batching import apply_batching
+from techbench.techniques.early_stopping import build_stopping
 from techbench.tracking import Tracker, flatten
+from techbench.training.best_weights import BestWeights
+from techbench.training.evaluation import evaluate, post_fit_metrics
 from techbench.training.module import TechniqueModule
 from techbench.training.trainer import make_trainer
 from techbench.workloads import InMemoryLoader, build_model, load_dataset
@@ -37,6 +40,7 @@ class RunResult:
     metrics: dict[str, float]
     outcome: str  # "completed" or "diverged"
     diverged_step: int | None = None
+    model: Any = None  # the trained nn.Module (the kept weights), for callers that measure it further
 
 
 def run_name(cfg: RunConfig, seed: int) -> str:
@@ -105,38 +109,47 @@ def train_one(
 ) -> RunResult:
     """Train and test one (config, seed). Logs to ``logger`` or a new MLflow run of ``tracker``."""
     L.seed_everything(seed, workers=True, verbose=False)
-    data = load_dataset(cfg.data)
-    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    data = load_dataset(cfg.data, seed)
     n_train = len(data.x_train)
     # The effective config: the batch regime decides batch size, accumulation and (large batch) optimizer.
     config = apply_batching(cfg.as_dict(), n_train)
+    model = build_run_model(config, data)
     train = config["train"]
-    module = TechniqueModule(model, config, data.num_classes)
+    module = TechniqueModule(model, config, data.num_classes, n_train)
     if logger is None and tracker is not None:
         logger = tracker.logger(cfg.study, run_name(cfg, seed), run_tags(cfg, seed), parent_run_id)
     if logger:
-        logger.log_hyperparams({**flatten(config), "seed": seed, "n_params": _n_params(model)})
+        logger.log_hyperparams({**flatten(config), "seed": seed, "n_params": _n_params(model), "n_train": n_train})
     step_mb = _step_memory_mb(model, config, data)
-    trainer = make_trainer(cfg.hardware, train, logger=logger or False, callbacks=callbacks)
+    stopping = config.get("stopping") or {"name": "fixed_budget"}
+    criteria = build_stopping(stopping)
+    best = BestWeights() if criteria or stopping.get("restore_best") else None
+    all_callbacks = [*(callbacks or []), *criteria, *([best] if best else [])]
+    trainer = make_trainer(cfg.hardware, train, logger=logger or False, callbacks=all_callbacks)
     datamodule = _Loaders(data, train["batch_size"], seed)
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     fit_s = time.perf_counter() - start
+    metrics = _stopping_metrics(module, criteria, best, stopping, data, train) if best else {}
     tested = trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+    metrics.update({k: float(v) for k, v in (tested[0] if tested else {}).items()})
     metrics["time/fit_s"] = fit_s
     metrics["epochs_run"] = float(len(module.epoch_times))
     metrics.update(_throughput(module, trainer, train, n_train, fit_s))
     metrics["memory/step_mb"] = step_mb
-    metrics["train/final_acc"] = _accuracy(model, data.x_train, data.y_train)
+    metrics["train/final_acc"] = evaluate(model, data.x_train, data.y_train)["acc"]
     if "test/acc" in metrics:
         metrics["gen_gap"] = metrics["train/final_acc"] - metrics["test/acc"]
+    extra, probs = post_fit_metrics(model, config, data)
+    metrics.update(extra)
     outcome = "diverged" if module.diverged else "completed"
     if module.diverged:
         metrics["diverged_step"] = float(module.diverged_step)
     if logger and trainer.is_global_zero:
         logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith("test/")})
+        if train["save_predictions"]:
+            _log_predictions(logger, probs)
         logger.experiment.set_tag(logger.run_id, "outcome", outcome)
         # Lightning marks the run FINISHED when fit ends; only this tag says its test metrics are written too.
         logger.experiment.set_tag(logger.run_id, "complete", "1")
@@ -147,7 +160,52 @@ def train_one(
         metrics=metrics,
         outcome=outcome,
         diverged_step=module.diverged_step,
+        model=model,
     )
+
+
+def build_run_model(config: dict[str, Any], data) -> torch.nn.Module:
+    """The model a run trains: its spec (widened by width-scaled dropout) with the dropout variant applied."""
+    from techbench.techniques.dropout import apply_dropout, model_spec_for
+
+    model = build_model(model_spec_for(config), data.input_shape, data.num_classes)
+    return apply_dropout(config.get("dropout") or {"name": "none"}, model, len(data.x_train))
+
+
+def _stopping_metrics(module, criteria, best, stopping, data, train) -> dict[str, float]:
+    """Epoch the criterion stopped at, the best-validation epoch, and test accuracy of the last and of the
+    best weights; with ``restore_best`` the best weights are loaded so the run's test/* metrics are theirs."""
+    epochs_run = len(module.epoch_times)
+    last = evaluate(module.model, data.x_test, data.y_test)
+    kept = {k: v.clone() for k, v in module.state_dict().items()}
+    module.load_state_dict(best.state())
+    best_eval = evaluate(module.model, data.x_test, data.y_test)
+    if not stopping.get("restore_best"):
+        module.load_state_dict(kept)
+    fired = next((c.stopped_epoch_run for c in criteria if getattr(c, "stopped_epoch_run", None)), None)
+    return {
+        "stop/epoch": float(fired or epochs_run),
+        "stop/fired": float(fired is not None),
+        "stop/best_epoch": float(best.best_epoch),
+        "stop/epochs_saved": float(train["epochs"] - epochs_run),
+        "stop/test_acc_last": last["acc"],
+        "stop/test_acc_best": best_eval["acc"],
+        "stop/test_loss_last": last["loss"],
+        "stop/test_loss_best": best_eval["loss"],
+    }
+
+
+def _log_predictions(logger, probs: torch.Tensor) -> None:
+    """Test-set probabilities as an artifact (float16 .npy), for decompositions over seeds."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "test_probs.npy"
+        np.save(path, probs.numpy().astype(np.float16))
+        logger.experiment.log_artifact(logger.run_id, str(path), "predictions")
 
 
 def _throughput(module, trainer, train: dict, n_train: int, fit_s: float) -> dict[str, float]:
@@ -191,20 +249,6 @@ def _step_memory_mb(model: torch.nn.Module, config: dict, data) -> float:
 
         step()  # optimizer state is allocated lazily on the first step
         return peak_step_memory(step, device, resident=[clone, optimizer, x, y]) / 2**20
-
-
-@torch.no_grad()
-def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> float:
-    """Accuracy in eval mode (dropout off) on a whole split: the train side of the generalization gap."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    correct = sum(
-        (model(x[i : i + chunk].to(device)).argmax(1).cpu() == y[i : i + chunk]).sum().item()
-        for i in range(0, len(x), chunk)
-    )
-    model.train(was_training)
-    return correct / max(len(x), 1)
 
 
 def _n_params(model: torch.nn.Module) -> int:

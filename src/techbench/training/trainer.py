@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 
 
@@ -15,6 +16,7 @@ def make_trainer(
     logger: Logger | bool = False,
     callbacks: list | None = None,
 ) -> L.Trainer:
+    callbacks = callbacks or []
     return L.Trainer(
         accelerator=hardware["accelerator"],
         devices=hardware["devices"],
@@ -26,11 +28,12 @@ def make_trainer(
         accumulate_grad_batches=int(train.get("accumulate_grad_batches", 1)),
         gradient_clip_val=float(train["grad_clip"]) or None,
         logger=logger,
-        callbacks=callbacks or [],
-        # Per-step overhead dominates small models: no progress bar, summary, sanity check or checkpoints.
+        callbacks=callbacks,
+        # Per-step overhead dominates small models: no progress bar, summary, sanity check or checkpoints
+        # (unless a technique asks for its best weights).
         enable_progress_bar=False,
         enable_model_summary=False,
-        enable_checkpointing=False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         num_sanity_val_steps=0,
         log_every_n_steps=1_000_000,
     )

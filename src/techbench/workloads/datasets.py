@@ -4,6 +4,7 @@ locally (nothing is downloaded). The defaults are the hyperparameters params.yam
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,41 @@ from techbench.workloads.data import DataSplits, split_train_val
 DATASETS = Registry("dataset")
 
 
-def load_dataset(spec: dict[str, Any]) -> DataSplits:
-    """Build (or fetch from the per-process cache) the dataset a run config names."""
-    return _cached(spec["name"], tuple(sorted((k, _hashable(v)) for k, v in spec.items() if k != "name")))
+# Options every dataset accepts: a smaller training split and noisy training labels make overfitting visible
+# on purpose; validation and test labels stay clean so they still measure generalization.
+SUBSET_DEFAULTS: dict[str, Any] = {
+    "train_size": 0,  # 0 = the whole training split
+    "label_noise": 0.0,  # fraction of training labels replaced by a different, random class
+    "resample": False,  # draw the subset and the noise from the run seed (a new training set per seed)
+}
+
+
+def load_dataset(spec: dict[str, Any], seed: int = 0) -> DataSplits:
+    """Build (or fetch from the per-process cache) the dataset a run config names; ``seed`` is the run's seed,
+    used only by ``resample: true``."""
+    own = {k: v for k, v in spec.items() if k != "name" and k not in SUBSET_DEFAULTS}
+    data = _cached(spec["name"], tuple(sorted((k, _hashable(v)) for k, v in own.items())))
+    opts = {k: spec.get(k, d) for k, d in SUBSET_DEFAULTS.items()}
+    if not opts["train_size"] and not opts["label_noise"]:
+        return data
+    return subset_train(
+        data, opts["train_size"], opts["label_noise"], seed if opts["resample"] else own.get("data_seed", 0)
+    )
+
+
+def subset_train(data: DataSplits, train_size: int, label_noise: float, seed: int) -> DataSplits:
+    """The first ``train_size`` examples of a seeded permutation of the training split, with a ``label_noise``
+    fraction of their labels moved to another class (uniformly among the others)."""
+    n = len(data.x_train)
+    if train_size > n:
+        raise ValueError(f"train_size {train_size} exceeds the training split ({n} examples)")
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    idx = torch.randperm(n, generator=g)[: train_size or n]
+    x, y = data.x_train[idx], data.y_train[idx].clone()
+    flip = torch.rand(len(y), generator=g) < label_noise
+    shift = torch.randint(1, data.num_classes, (len(y),), generator=g)
+    y[flip] = (y[flip] + shift[flip]) % data.num_classes
+    return replace(data, x_train=x, y_train=y)
 
 
 def _hashable(v: Any) -> Any:
@@ -49,6 +82,7 @@ def _standardize(*xs: torch.Tensor) -> list[torch.Tensor]:
         "iid_noise_scale": 0.02,
         "shear_scale": 0.75,
         "shuffle_seq": False,
+        **SUBSET_DEFAULTS,
     },
 )
 def mnist1d(num_samples, val_fraction, data_seed, shuffle_seq, **generator) -> DataSplits:
@@ -73,7 +107,7 @@ def mnist1d(num_samples, val_fraction, data_seed, shuffle_seq, **generator) -> D
 @DATASETS.register(
     "digits",
     description="scikit-learn's bundled 8x8 handwritten digits (1797 images), as 1-channel images",
-    defaults={"test_fraction": 0.2, "val_fraction": 0.1, "data_seed": 0, "image_size": 8},
+    defaults={"test_fraction": 0.2, "val_fraction": 0.1, "data_seed": 0, "image_size": 8, **SUBSET_DEFAULTS},
 )
 def digits(test_fraction, val_fraction, data_seed, image_size) -> DataSplits:
     from sklearn.datasets import load_digits
@@ -92,7 +126,7 @@ def digits(test_fraction, val_fraction, data_seed, image_size) -> DataSplits:
 @DATASETS.register(
     "debug",
     description="tiny synthetic 1-D problem (4 noisy templates of length 16) for tests: seconds per run",
-    defaults={"num_samples": 256, "length": 16, "num_classes": 4, "noise": 0.5, "data_seed": 0},
+    defaults={"num_samples": 256, "length": 16, "num_classes": 4, "noise": 0.5, "data_seed": 0, **SUBSET_DEFAULTS},
 )
 def debug(num_samples, length, num_classes, noise, data_seed) -> DataSplits:
     g = torch.Generator().manual_seed(data_seed)
@@ -122,6 +156,7 @@ def _check_folder(hp: dict[str, Any]) -> None:
         "val_fraction": 0.15,
         "test_fraction": 0.15,
         "data_seed": 0,
+        **SUBSET_DEFAULTS,
     },
     check=_check_folder,
 )
