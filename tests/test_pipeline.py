@@ -37,13 +37,19 @@ def repo(tmp_path):
         study.pop("workloads", None)
         study.update(data={"name": "debug"}, model={"name": "mlp", "hidden": [16]}, seeds=2)
         study["train"] = {"epochs": 3, "batch_size": 32, "target_val_acc": 0.5}
+        dropped = set()
         if "techniques" in study:
             keep = study["techniques"][:1] + tuned + study["techniques"][1:2]
+            dropped = set(study["techniques"]) - set(keep)
             study["techniques"] = list(dict.fromkeys(keep))[:2]
-            kept = {t: {**hp, "epochs": 2} for t, hp in (study.get("technique_params") or {}).items()}
+            given = study.get("technique_params") or {}
+            kept = {t: {**hp, "epochs": 2} if "epochs" in hp else hp for t, hp in given.items()}
             study["technique_params"] = {t: hp for t, hp in kept.items() if t in study["techniques"]}
-        for axis, values in (study.get("sweep") or {}).items():
-            study["sweep"][axis] = values[:2]
+        # Sweep axes of techniques no longer in the study go with them.
+        sweep = {a: v[:2] for a, v in (study.get("sweep") or {}).items() if a.split(".")[0] not in dropped}
+        study.pop("sweep", None)
+        if sweep:
+            study["sweep"] = sweep
         if "probes" in study:
             study["probes"] = {p: PROBE_SMOKE_HP.get(p, {}) for p in study["probes"]}
     for budget in params["tuning"].values():

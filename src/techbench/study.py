@@ -97,12 +97,15 @@ def _warm_up(spec) -> None:
 
 def export_study(params: Params, study: str, tracker: Tracker | None = None, out_dir=None):
     """Write results/<study>/ from the MLflow runs of the current configuration."""
+    import json
+
     from techbench import code_version
-    from techbench.analysis.results import collect, write_study_results
+    from techbench.analysis.results import bias_variance, collect, write_study_results
 
     spec = params.study(study)
     configs = spec.runs
-    rows = collect(tracker or Tracker(), configs, spec.seeds)
+    tracker = tracker or Tracker()
+    rows = collect(tracker, configs, spec.seeds)
     described = {
         f"{c.workload}/{c.label}": {
             **_effective(c),
@@ -113,11 +116,16 @@ def export_study(params: Params, study: str, tracker: Tracker | None = None, out
         for c in configs
     }
     out = write_study_results(study, rows, described, out_dir)
+    decomposition = bias_variance(tracker, configs, rows)
+    if decomposition:  # joins the DVC metrics, so `dvc metrics diff` shows bias² and variance too
+        metrics = json.loads((out / "metrics.json").read_text())
+        metrics["bias_variance"] = decomposition
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     probes = {}
     if spec.probes:
         from techbench.probe_runs import run_probes
 
-        probes = run_probes(spec, params.hardware, tracker or Tracker())
+        probes = run_probes(spec, params.hardware, tracker)
     write_probe_results(out, probes)  # written (possibly empty) for every study: a declared DVC output
     return out
 

@@ -1,8 +1,9 @@
 """Bias-variance decomposition of classifiers trained with several seeds, from their stored test predictions.
 
 The chapter states Error = Bias² + Variance + Irreducible error. Here the "runs" are the same model trained with
-different seeds (init, data order, ...) on the same training set, so the variance is the variance over those
-seeds, not over freshly drawn training sets.
+different seeds (init, data order, ...). With a dataset's ``resample: true`` each seed also draws its own training
+set, so the variance is the chapter's variance over training sets (and initializations); without it, the
+variance is over seeds on one training set.
 
 Two views:
 

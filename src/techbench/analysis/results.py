@@ -50,6 +50,10 @@ def summarize_run(tracker: Tracker, run: Any, target_val_acc: float) -> dict[str
         "throughput": m.get("throughput/samples_per_s"),
         "effective_batch": m.get("effective_batch"),
         "peak_memory_mb": m.get("memory/step_mb"),
+        "n_params": _num(run.data.params.get("n_params")),
+        "n_train": _num(run.data.params.get("n_train")),
+        **{key: m.get(metric) for key, metric in GENERALIZATION_METRICS.items()},
+        "learned_p": {k.split("dropout/p_", 1)[1]: v for k, v in m.items() if k.startswith("dropout/p_")},
         "curves": curves,
     }
     if target_val_acc > 0:
@@ -60,6 +64,31 @@ def summarize_run(tracker: Tracker, run: Any, target_val_acc: float) -> dict[str
         spe = row["steps_per_epoch"]
         row["updates_to_target"] = None if hit is None or spe is None else (hit + 1) * spe
     return row
+
+
+# row key -> MLflow metric, for the generalization studies (absent metrics stay None).
+GENERALIZATION_METRICS = {
+    "weights_l2": "weights/l2_norm",
+    "zero_frac": "weights/zero_frac",
+    "near_zero_frac": "weights/near_zero_frac",
+    "ece": "calibration/ece",
+    "mc_acc": "mc/test_acc",
+    "mc_nll": "mc/test_nll",
+    "mc_ece": "mc/test_ece",
+    "stop_epoch": "stop/epoch",
+    "stop_fired": "stop/fired",
+    "stop_best_epoch": "stop/best_epoch",
+    "epochs_saved": "stop/epochs_saved",
+    "test_acc_last": "stop/test_acc_last",
+    "test_acc_best": "stop/test_acc_best",
+}
+
+
+def _num(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _last(values: list[float]) -> float | None:
@@ -89,6 +118,7 @@ SUMMARY_METRICS = (
     "gen_gap",
     "throughput",
     "peak_memory_mb",
+    *GENERALIZATION_METRICS,
 )
 
 
@@ -158,3 +188,32 @@ def _json(o: Any) -> Any:
     if isinstance(o, float) and not math.isfinite(o):
         return None
     return str(o)
+
+
+def bias_variance(tracker: Tracker, configs: list[RunConfig], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per workload and variant: the decomposition of the test error over seeds (runs that saved their test
+    probabilities, ``train.save_predictions``); {} when no run did."""
+    import tempfile
+
+    from techbench.analysis.bias_variance import decompose_probs
+    from techbench.workloads import load_dataset
+
+    out: dict[str, Any] = {}
+    by_id = {r["run_id"]: r for r in rows}
+    for cfg in configs:
+        if not cfg.train.get("save_predictions"):
+            continue
+        group = [r for r in by_id.values() if r["workload"] == cfg.workload and _label(r) == cfg.label]
+        probs = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in sorted(group, key=lambda r: r["seed"]):
+                try:
+                    path = tracker.client.download_artifacts(r["run_id"], "predictions/test_probs.npy", tmp)
+                except Exception:  # an older run without the artifact: leave it out of the decomposition
+                    continue
+                probs.append(np.load(path).astype(np.float64))
+        if len(probs) >= 2:
+            y = load_dataset(cfg.data).y_test.numpy()
+            parts = decompose_probs(np.stack(probs), y)
+            out.setdefault(cfg.workload, {})[cfg.label] = {k: _round(float(v)) for k, v in parts.items()}
+    return out

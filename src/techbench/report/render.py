@@ -96,7 +96,7 @@ def _footnotes(configs: dict[str, Any]) -> list[str]:
     ]
 
 
-FIXED_SLOTS = ("optimizer", "schedule", "batching")
+FIXED_SLOTS = ("optimizer", "schedule", "batching", "regularizer", "stopping", "dropout")
 # Extra columns (row key, header, scale, digits) shown when a study's runs have them.
 EXTRA_COLUMNS = {
     "batch_size": [
@@ -106,6 +106,23 @@ EXTRA_COLUMNS = {
         ("effective_batch", "batch", 1, 0),
         ("epochs_run", "epochs run", 1, 0),
         ("updates", "updates", 1, 0),
+    ],
+    "regularization": [
+        ("weights_l2", "‖W‖₂", 1, 2),
+        ("zero_frac", "exact zeros %", 100, 2),
+        ("near_zero_frac", "near-zero (abs < 1e-3) %", 100, 1),
+    ],
+    "early_stopping": [
+        ("stop_epoch", "stopped at epoch", 1, 1),
+        ("epochs_saved", "epochs saved", 1, 1),
+        ("test_acc_last", "test acc, last weights %", 100, 2),
+        ("test_acc_best", "test acc, best-val weights %", 100, 2),
+    ],
+    "dropout": [
+        ("ece", "ECE", 1, 3),
+        ("mc_acc", "MC test acc %", 100, 2),
+        ("mc_nll", "MC NLL", 1, 3),
+        ("mc_ece", "MC ECE", 1, 3),
     ],
 }
 
@@ -206,6 +223,8 @@ def study_sections(results_dir: Path, figures_dir: Path) -> list[Section]:
     configs = data.get("configs", {})
     family = next(iter(configs.values()), {}).get("family")
     workloads = sorted({r["workload"] for r in data["runs"]}, key=lambda w: _order(configs, w))
+    metrics_file = results_dir / "metrics.json"
+    bias_variance = json.loads(metrics_file.read_text()).get("bias_variance", {}) if metrics_file.is_file() else {}
     head = Section(f"Study `{study}`")
     if family:
         head.paragraphs.append(
@@ -225,7 +244,9 @@ def study_sections(results_dir: Path, figures_dir: Path) -> list[Section]:
         swept = sweep_plot(groups, figures_dir / f"{study}_{w}_sweep.png", f"{study} / {w}")
         if swept is not None:
             sec.figures.append(swept)
-        sections += [sec, Section(f"What the numbers say (`{w}`)", paragraphs=describe(groups))]
+        said = Section(f"What the numbers say (`{w}`)", paragraphs=describe(groups))
+        _family_findings(family, groups, bias_variance.get(w, {}), figures_dir / f"{study}_{w}", said)
+        sections += [sec, said]
     probes_file = results_dir / "probes.json"
     if probes_file.is_file():
         sections += probe_sections(json.loads(probes_file.read_text()), figures_dir, study)
@@ -239,6 +260,26 @@ def study_sections(results_dir: Path, figures_dir: Path) -> list[Section]:
             sec.paragraphs.append(f"Tuned and compared on the study's first workload, `{first}`.")
             sections.append(sec)
     return sections
+
+
+def _family_findings(family: str | None, groups, decomposition: dict, stem: Path, sec: Section) -> None:
+    """The study-specific sentences and figures of the generalization families."""
+    from techbench.report import generalization as gen
+
+    title = stem.name
+    only_none = all(label.split("@")[0] == "none" for label in groups)
+    if family == "regularization" and not only_none:
+        sec.paragraphs += gen.regularization_lines(groups)
+    elif family == "regularization":  # no penalty, swept over model or data: a capacity curve
+        lines, fig = gen.capacity_sections(groups, decomposition, stem.with_name(stem.name + "_capacity.png"), title)
+        sec.paragraphs += lines or gen.paired_variant_lines(groups)
+        sec.figures += [fig] if fig else []
+    elif family == "early_stopping":
+        lines, fig = gen.early_stopping_lines(groups, stem.with_name(stem.name + "_stops.png"), title)
+        sec.paragraphs += lines
+        sec.figures += [fig] if fig else []
+    elif family == "dropout":
+        sec.paragraphs += gen.dropout_lines(groups)
 
 
 def _order(configs: dict[str, Any], workload: str) -> int:

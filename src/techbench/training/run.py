@@ -123,7 +123,9 @@ def train_one(
     step_mb = _step_memory_mb(model, config, data)
     stopping = config.get("stopping") or {"name": "fixed_budget"}
     criteria = build_stopping(stopping)
-    best = BestWeights() if criteria or stopping.get("restore_best") else None
+    # The early-stopping study records best-vs-last for every rule, the fixed budget included.
+    keep_best = criteria or stopping.get("restore_best") or cfg.family == "early_stopping"
+    best = BestWeights() if keep_best else None
     all_callbacks = [*(callbacks or []), *criteria, *([best] if best else [])]
     trainer = make_trainer(cfg.hardware, train, logger=logger or False, callbacks=all_callbacks)
     datamodule = _Loaders(data, train["batch_size"], seed)
