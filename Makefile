@@ -40,3 +40,4 @@ clean:
 
 bench: $(STAMP)
 	python benchmarks/step_overhead.py
+	python benchmarks/seeds_parallel.py

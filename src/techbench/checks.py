@@ -4,6 +4,7 @@ its key and the allowed range, and a component ``{name: <registry key>, ...}`` i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from techbench.errors import ConfigError
@@ -82,6 +83,18 @@ def _check_value(key: str, name: str, value: Any, default: Any) -> Any:
     if isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
         raise ConfigError(key, f"expected a list, got {value!r}")
     return value
+
+
+def require(*conditions: tuple[str, Callable[[dict], bool]]) -> Callable[[dict], None]:
+    """A registry ``check`` (run by ``component`` on the resolved hyperparameters): ValueError naming the
+    first condition they break."""
+
+    def check(hp: dict) -> None:
+        for text, test in conditions:
+            if not test(hp):
+                raise ValueError(f"requires {text}")
+
+    return check
 
 
 def merge_checked(key: str, defaults: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:

@@ -119,6 +119,7 @@ class StudySpec:
     workloads: dict[str, Workload] = field(default_factory=dict)
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # probe -> resolved hyperparameters
     fixed: dict[str, dict[str, Any]] = field(default_factory=dict)  # the components of slots not varied
+    execution: str = "sequential"  # or "vectorized": the seeds of a config trained as one stack
 
     def run(self, technique: str, workload: str | None = None) -> RunConfig:
         """The default (unswept) config of a technique on a workload (default: its first workload)."""

@@ -23,7 +23,9 @@ STUDY_KEYS = [
     "technique_params",
     "sweep",
     "probes",
+    "execution",
 ]
+EXECUTION = ["sequential", "vectorized"]
 WORKLOAD_KEYS = ["data", "model", "train", "techniques", "sweep"]
 
 
@@ -270,4 +272,11 @@ def parse_study(name: str, block: Any, hardware: dict[str, Any]) -> StudySpec:
         workloads={n: w for n, (w, _, _) in workloads.items()},
         probes=probes,
         fixed=fixed,
+        execution=_execution(f"{key}.execution", block.get("execution", "sequential")),
     )
+
+
+def _execution(key: str, value: Any) -> str:
+    if value not in EXECUTION:
+        raise ConfigError(key, f"unknown execution mode {value!r}", EXECUTION)
+    return value

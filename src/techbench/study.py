@@ -70,18 +70,42 @@ def run_study(params: Params, study: str, force: bool = False, tracker: Tracker 
         run_probes(spec, params.hardware, tracker, force)
     _warm_up(spec)
     todo = [(cfg, s) for cfg in spec.runs for s in range(spec.seeds)]
-    trained = 0
+    pending: dict[str, tuple[RunConfig, list[int]]] = {}  # config hash -> (config, its unfinished seeds)
     for cfg, seed in pending_runs(tracker, todo, force):
-        result = train_one(cfg, seed, tracker=tracker)
-        log.info(
-            "%s: %s test/acc=%.4f (%s)",
-            run_name(cfg, seed),
-            result.outcome,
-            result.metrics.get("test/acc", float("nan")),
-            result.run_id,
-        )
-        trained += 1
+        pending.setdefault(cfg.config_hash(), (cfg, []))[1].append(seed)
+    trained = 0
+    for cfg, seeds in pending.values():
+        for result in _train(cfg, seeds, spec.execution, tracker):
+            log.info(
+                "%s: %s test/acc=%.4f (%s)",
+                run_name(cfg, result.seed),
+                result.outcome,
+                result.metrics.get("test/acc", float("nan")),
+                result.run_id,
+            )
+            trained += 1
     return trained
+
+
+def _train(cfg: RunConfig, seeds: list[int], execution: str, tracker: Tracker):
+    """The seeds of one config: as one vectorized stack when asked and possible, else one run at a time."""
+    if cfg.family == "restarts":  # a procedure that trains several solutions per seed
+        from techbench.training.restart_run import train_restart
+
+        for seed in seeds:
+            yield train_restart(cfg, seed, tracker, execution)
+        return
+    if execution == "vectorized" and len(seeds) > 1:
+        from techbench.training.vectorized import train_seeds, vectorizable
+        from techbench.workloads import load_dataset
+
+        why = vectorizable(cfg, len(load_dataset(cfg.data).x_train))
+        if why is None:
+            yield from train_seeds(cfg, seeds, tracker)
+            return
+        log.info("%s: sequential seeds (%s)", cfg.label, why)
+    for seed in seeds:
+        yield train_one(cfg, seed, tracker=tracker)
 
 
 def _warm_up(spec) -> None:

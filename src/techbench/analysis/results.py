@@ -56,6 +56,15 @@ def summarize_run(tracker: Tracker, run: Any, target_val_acc: float) -> dict[str
         "learned_p": {k.split("dropout/p_", 1)[1]: v for k, v in m.items() if k.startswith("dropout/p_")},
         "curves": curves,
     }
+    if any(k.startswith("restart/") for k in m):  # a restart procedure: its solutions and own measures
+        row["members"] = {
+            k.split("/", 1)[1]: tracker.history(run.info.run_id, k) for k in m if k.startswith("restart/")
+        }
+        row["procedure"] = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("procedure/")}
+        row["procedure_curves"] = {
+            k.split("/", 1)[1]: tracker.history(run.info.run_id, k) for k in m if k.startswith("curve/")
+        }
+        row["compute_epochs"] = m.get("compute/epochs")
     if target_val_acc > 0:
         hit = next((i for i, v in enumerate(val_acc) if math.isfinite(v) and v >= target_val_acc), None)
         times = np.cumsum([t if math.isfinite(t) else 0.0 for t in curves["time/epoch_s"]])

@@ -12,7 +12,7 @@ from scipy import stats
 
 from techbench.analysis.findings import by_seed
 from techbench.analysis.stats import mean_ci, paired_diff_ci
-from techbench.report.plots import plt
+from techbench.report.plots import plt, save_figure
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
@@ -21,14 +21,6 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
 
 def _err(rows: list[dict[str, Any]], key: str) -> list[float]:
     return [1.0 - r[key] for r in rows if r.get(key) is not None]
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _capacity_x(groups: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, float]]:
@@ -90,7 +82,7 @@ def capacity_sections(groups, decomposition: dict[str, Any], path: Path, title: 
             + "."
         )
     fig.suptitle(f"{title}: mean over seeds")
-    return lines, _save(fig, path)
+    return lines, save_figure(fig, path)
 
 
 def paired_variant_lines(groups) -> list[str]:
@@ -164,7 +156,7 @@ def early_stopping_lines(groups, path: Path, title: str) -> tuple[list[str], Pat
         ax.plot([seed0["stop_best_epoch"]], [min(val)], "r*", ms=12, label="lowest validation loss")
     ax.set(xlabel="epoch", ylabel="validation loss", title=f"{title}: where each rule stops (seed {seed0['seed']})")
     ax.legend(fontsize=6, loc="upper right")
-    return lines, _save(fig, path)
+    return lines, save_figure(fig, path)
 
 
 def dropout_lines(groups) -> list[str]:

@@ -21,6 +21,14 @@ PANELS = [
 ]
 
 
+def save_figure(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _band(rows: list[dict[str, Any]], key: str):
     curves = [r["curves"].get(key) or [] for r in rows]
     length = max((len(c) for c in curves), default=0)

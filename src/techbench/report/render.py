@@ -280,6 +280,12 @@ def _family_findings(family: str | None, groups, decomposition: dict, stem: Path
         sec.figures += [fig] if fig else []
     elif family == "dropout":
         sec.paragraphs += gen.dropout_lines(groups)
+    elif family == "restarts":
+        from techbench.report.restarts import restart_findings
+
+        lines, figures = restart_findings(groups, stem)
+        sec.paragraphs += lines
+        sec.figures += figures
 
 
 def _order(configs: dict[str, Any], workload: str) -> int:

@@ -13,6 +13,7 @@ from techbench.techniques.dropout import DROPOUT
 from techbench.techniques.early_stopping import STOPPING
 from techbench.techniques.optimizers import OPTIMIZERS
 from techbench.techniques.regularization import REGULARIZERS
+from techbench.techniques.restarts import RESTARTS
 from techbench.techniques.schedules import SCHEDULES
 
 
@@ -31,6 +32,17 @@ FAMILIES: dict[str, Family] = {
     "regularization": Family("regularization", REGULARIZERS, slot="regularizer", default={"name": "none"}),
     "early_stopping": Family("early_stopping", STOPPING, slot="stopping", default={"name": "fixed_budget"}),
     "dropout": Family("dropout", DROPOUT, slot="dropout", default={"name": "none"}),
+    "restarts": Family("restarts", RESTARTS, slot="restart", default={"name": "single"}),
 }
 
-__all__ = ["BATCHING", "DROPOUT", "FAMILIES", "Family", "OPTIMIZERS", "REGULARIZERS", "SCHEDULES", "STOPPING"]
+__all__ = [
+    "BATCHING",
+    "DROPOUT",
+    "FAMILIES",
+    "Family",
+    "OPTIMIZERS",
+    "REGULARIZERS",
+    "RESTARTS",
+    "SCHEDULES",
+    "STOPPING",
+]

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 
 import torch
 from torch.optim import lr_scheduler as sched
 
+from techbench.checks import require
 from techbench.registry import Registry
 
 SCHEDULES = Registry("schedule")
@@ -34,17 +34,6 @@ def build_schedule(spec: dict, optimizer: torch.optim.Optimizer, *, epochs: int,
 
 def _config(scheduler, interval: str = "step", **extra) -> dict:
     return {"scheduler": scheduler, "interval": interval, "frequency": 1, **extra}
-
-
-def _require(*conditions: tuple[str, Callable[[dict], bool]]) -> Callable[[dict], None]:
-    """A registry ``check`` (run on the resolved hyperparameters by techbench.checks.component)."""
-
-    def check(hp: dict) -> None:
-        for text, test in conditions:
-            if not test(hp):
-                raise ValueError(f"requires {text}")
-
-    return check
 
 
 def _cosine(lo: float, hi: float, frac: float) -> float:
@@ -84,7 +73,7 @@ def _step_lr(t, base_lr, total_steps, steps_per_epoch, gamma, step_epochs):
     defaults={"gamma": 0.1, "step_epochs": 0},
     search_space={"gamma": {"low": 0.05, "high": 0.5, "log": True}},
     lr_at=_step_lr,
-    check=_require(("step_epochs >= 0", lambda hp: hp["step_epochs"] >= 0)),
+    check=require(("step_epochs >= 0", lambda hp: hp["step_epochs"] >= 0)),
 )
 def step(optimizer, *, epochs, steps_per_epoch, gamma, step_epochs):
     s = _step_period(step_epochs, epochs * steps_per_epoch, steps_per_epoch)
@@ -104,7 +93,7 @@ def _exponential_lr(t, base_lr, total_steps, steps_per_epoch, k):
     defaults={"k": 0.2},  # e^{-4} ≈ 2% of α₀ after 20 epochs, near step decay's γ² = 1%
     search_space={"k": {"low": 0.02, "high": 1.0, "log": True}},
     lr_at=_exponential_lr,
-    check=_require(("k >= 0", lambda hp: hp["k"] >= 0)),
+    check=require(("k >= 0", lambda hp: hp["k"] >= 0)),
 )
 def exponential(optimizer, *, epochs, steps_per_epoch, k):
     # ExponentialLR multiplies by gamma once per step: α₀·gamma^t = α₀·e^{−k t/N} for gamma = e^{−k/N}.
@@ -128,7 +117,7 @@ def _inverse_time_lr(t, base_lr, total_steps, steps_per_epoch, k):
     defaults={"k": 0.5},  # halves the LR after 2 epochs, α₀/11 after 20
     search_space={"k": {"low": 0.05, "high": 5.0, "log": True}},
     lr_at=_inverse_time_lr,
-    check=_require(("k >= 0", lambda hp: hp["k"] >= 0)),
+    check=require(("k >= 0", lambda hp: hp["k"] >= 0)),
 )
 def inverse_time(optimizer, *, epochs, steps_per_epoch, k):
     # torch has no 1/t class; a partial (not a lambda) keeps the scheduler picklable for spawned workers.
@@ -216,7 +205,7 @@ def _one_cycle_lr(t, base_lr, total_steps, steps_per_epoch, max_lr_mult, pct_sta
     defaults={"max_lr_mult": 1.0, "pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4},
     search_space={"max_lr_mult": {"low": 0.3, "high": 10.0, "log": True}, "pct_start": {"low": 0.1, "high": 0.5}},
     lr_at=_one_cycle_lr,
-    check=_require(
+    check=require(
         ("0 < pct_start < 1", lambda hp: 0.0 < hp["pct_start"] < 1.0),
         ("positive factors", lambda hp: min(hp["max_lr_mult"], hp["div_factor"], hp["final_div_factor"]) > 0),
     ),
@@ -261,7 +250,7 @@ def _cosine_restarts_lr(t, base_lr, total_steps, steps_per_epoch, period_epochs,
     defaults={"period_epochs": 5, "period_mult": 1, "min_lr": 0.0},
     search_space={"period_epochs": {"low": 1, "high": 10}, "period_mult": {"choices": [1, 2]}},
     lr_at=_cosine_restarts_lr,
-    check=_require(
+    check=require(
         ("period_epochs >= 1", lambda hp: hp["period_epochs"] >= 1),
         ("period_mult >= 1", lambda hp: hp["period_mult"] >= 1),
     ),
@@ -287,7 +276,7 @@ def cosine_restarts(optimizer, *, epochs, steps_per_epoch, period_epochs, period
     search_space={"gamma": {"low": 0.1, "high": 0.7}, "patience": {"low": 1, "high": 10}},
     # No pure function of t: when the LR drops depends on the validation losses the run produces.
     lr_at=None,
-    check=_require(
+    check=require(
         ("gamma < 1", lambda hp: hp["gamma"] < 1.0),
         ("patience >= 0", lambda hp: hp["patience"] >= 0),
     ),

@@ -36,6 +36,13 @@ def split_train_val(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed:
     return x[train], y[train], x[val], y[val]
 
 
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    """The example order of one epoch: a permutation drawn from (seed, epoch) alone, or 0..n-1."""
+    if not shuffle:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
 class InMemoryLoader:
     """Iterates (x, y) mini-batches of in-memory tensors.
 
@@ -67,11 +74,7 @@ class InMemoryLoader:
         return full + (1 if rest and not self.drop_last else 0)
 
     def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(len(self.x), generator=g)
-        else:
-            order = torch.arange(len(self.x))
+        order = epoch_order(len(self.x), self.seed, self.epoch, self.shuffle)
         self.epoch += 1
         if self.world_size > 1:
             order = order[self.rank : self.per_rank * self.world_size : self.world_size]

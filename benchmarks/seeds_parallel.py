@@ -1,0 +1,69 @@
+"""Wall time of K seeds of the MNIST-1D MLP trained one after another vs as one vectorized stack
+(`execution: vectorized`), K = 1, 4, 16. Target: 16 vectorized seeds in at most 3x the time of one seed.
+Writes benchmarks/results/seeds_parallel.json, which the report shows.
+
+    make bench
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from techbench.config import parse_params
+from techbench.training.run import train_one
+from techbench.training.vectorized import train_seeds
+
+EPOCHS, BATCH, KS = 20, 128, (1, 4, 16)
+OUT = Path(__file__).parent / "results" / "seeds_parallel.json"
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    raw = {
+        "studies": {
+            "bench": {
+                "family": "optimizers",
+                "techniques": ["adam"],
+                "seeds": 1,
+                "data": {"name": "mnist1d"},
+                "model": {"name": "mlp", "hidden": [100, 100]},
+                "train": {"epochs": EPOCHS, "batch_size": BATCH},
+            }
+        }
+    }
+    cfg = parse_params(raw).studies["bench"].run("adam")
+    train_one(cfg, 0), train_seeds(cfg, [0, 1])  # warm-up: dataset cache, first-call allocations
+    one = _timed(lambda: train_one(cfg, 0))
+    result = {
+        "what": f"MNIST-1D MLP 100-100, Adam, {EPOCHS} epochs, batch {BATCH}: whole runs (fit, test, metrics)",
+        "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        "one_seed_s": one,
+    }
+    for k in KS:
+        seeds = list(range(k))
+        sequential = _timed(lambda seeds=seeds: [train_one(cfg, s) for s in seeds])
+        vectorized = _timed(lambda seeds=seeds: train_seeds(cfg, seeds))
+        result[f"k{k}_sequential_s"] = sequential
+        result[f"k{k}_vectorized_s"] = vectorized
+        result[f"k{k}_vectorized_over_one_seed"] = vectorized / one
+        result[f"k{k}_speedup"] = sequential / vectorized
+    result["target_16_seeds_within_3x_one_seed"] = result["k16_vectorized_over_one_seed"] <= 3.0
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
