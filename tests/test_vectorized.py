@@ -12,13 +12,13 @@ from techbench.tracking import Tracker
 SEEDS = [0, 1, 2]
 
 
-def _study(optimizer: dict, execution: str = "vectorized", **extra):
+def _study(optimizer: dict, execution: str = "vectorized", data: dict | None = None, **extra):
     block = {
         "family": "optimizers",
         "techniques": [optimizer["name"]],
         "technique_params": {optimizer["name"]: {k: v for k, v in optimizer.items() if k != "name"}},
         "seeds": len(SEEDS),
-        "data": {"name": "debug"},
+        "data": data or {"name": "debug"},
         "model": {"name": "mlp", "hidden": [16]},
         "train": {"epochs": 3, "batch_size": 32},
         "execution": execution,
@@ -27,12 +27,19 @@ def _study(optimizer: dict, execution: str = "vectorized", **extra):
     return parse_params({"studies": {"s": block}})
 
 
-@pytest.mark.parametrize("optimizer", [{"name": "adam", "lr": 0.01}, {"name": "momentum", "lr": 0.05}])
-def test_vectorized_seeds_equal_sequential_runs(optimizer):
+RESAMPLED = {"name": "debug", "train_size": 100, "label_noise": 0.2, "resample": True}
+
+
+@pytest.mark.parametrize(
+    "optimizer,data",
+    [({"name": "adam", "lr": 0.01}, None), ({"name": "momentum", "lr": 0.05}, None), ({"name": "adam"}, RESAMPLED)],
+    ids=["adam", "momentum", "adam-per-seed-training-sets"],
+)
+def test_vectorized_seeds_equal_sequential_runs(optimizer, data):
     from techbench.training.run import train_one
     from techbench.training.vectorized import train_seeds
 
-    cfg = _study(optimizer).study("s").runs[0]
+    cfg = _study(optimizer, data=data).study("s").runs[0]
     stacked = train_seeds(cfg, SEEDS)
     for result in stacked:
         alone = train_one(cfg, result.seed)

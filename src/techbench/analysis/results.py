@@ -32,6 +32,7 @@ def summarize_run(tracker: Tracker, run: Any, target_val_acc: float) -> dict[str
         "variant": run.data.tags.get("variant", "default"),
         "workload": run.data.tags.get("workload", "default"),
         "machine": run.data.tags.get("machine", "unknown"),
+        "execution": run.data.tags.get("execution", "sequential"),
         "seed": int(run.data.tags["seed"]),
         "outcome": run.data.tags.get("outcome", "completed"),
         "test_acc": m.get("test/acc"),

@@ -239,6 +239,11 @@ def study_sections(results_dir: Path, figures_dir: Path) -> list[Section]:
         own = {k: c for k, c in configs.items() if c.get("workload") == w}
         machines = sorted({r.get("machine", "unknown") for rows in groups.values() for r in rows})
         sec = Section(f"Workload `{w}`", paragraphs=_setup(own, machines))
+        if any(r.get("execution") == "vectorized" for rows in groups.values() for r in rows):
+            sec.paragraphs.append(
+                "Seeds of a configuration were trained together as one vectorized stack (`execution: vectorized`, "
+                "the same numbers as one at a time): a run's wall time is the stack's fit time divided by its seeds."
+            )
         sec.tables.append(results_table(groups, family))
         sec.figures.append(learning_curves(groups, figures_dir / f"{study}_{w}_curves.png", f"{study} / {w}"))
         swept = sweep_plot(groups, figures_dir / f"{study}_{w}_sweep.png", f"{study} / {w}")

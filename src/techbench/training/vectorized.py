@@ -30,7 +30,7 @@ from techbench.config import RunConfig
 from techbench.techniques.batching import apply_batching
 from techbench.tracking import Tracker, flatten
 from techbench.training.evaluation import evaluate, post_fit_metrics
-from techbench.training.run import RunResult, build_run_model, run_name, run_tags
+from techbench.training.run import RunResult, _log_predictions, build_run_model, run_name, run_tags
 from techbench.training.trainer import make_trainer
 from techbench.workloads import InMemoryLoader, load_dataset
 from techbench.workloads.data import epoch_order
@@ -60,35 +60,41 @@ def vectorizable(cfg: RunConfig, n_train: int) -> str | None:
 
 
 class StackedLoader:
-    """One batch per seed, stacked: (K, B, ...) inputs and (K, B) labels, each seed in its own order (the
-    permutation InMemoryLoader would draw for that seed), gathered with one indexing operation per step."""
+    """One batch per seed, stacked: (K, B, ...) inputs and (K, B) labels. Seed k draws from its own training
+    set (resampled subsets and label noise differ by seed) in its own order (the permutation InMemoryLoader
+    would draw for that seed), gathered with one indexing operation per step."""
 
-    def __init__(self, x, y, batch_size: int, seeds: list[int], shuffle: bool):
-        self.x, self.y, self.seeds, self.shuffle = x, y, seeds, shuffle
-        self.batch_size = min(batch_size, len(x))
+    def __init__(self, xs: list, ys: list, batch_size: int, seeds: list[int], shuffle: bool):
+        self.same = all(x is xs[0] for x in xs)  # one shared training set: index it without stacking copies
+        self.x = xs[0] if self.same else torch.stack(xs)
+        self.y = ys[0] if self.same else torch.stack(ys)
+        self.n, self.seeds, self.shuffle = len(xs[0]), seeds, shuffle
+        self.batch_size = min(batch_size, self.n)
+        self.rows = torch.arange(len(seeds)).unsqueeze(1)
         self.epoch = 0
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
+        return -(-self.n // self.batch_size)
 
     def __iter__(self):
-        order = torch.stack([epoch_order(len(self.x), seed, self.epoch, self.shuffle) for seed in self.seeds])
+        order = torch.stack([epoch_order(self.n, seed, self.epoch, self.shuffle) for seed in self.seeds])
         self.epoch += 1
         for i in range(len(self)):
             idx = order[:, i * self.batch_size : (i + 1) * self.batch_size]
-            yield self.x[idx], self.y[idx]
+            yield (self.x[idx], self.y[idx]) if self.same else (self.x[self.rows, idx], self.y[self.rows, idx])
 
 
 class _Data(L.LightningDataModule):
-    def __init__(self, data, batch_size: int, seeds: list[int]):
+    def __init__(self, datas: list, batch_size: int, seeds: list[int]):
         super().__init__()
-        self.data, self.batch_size, self.seeds = data, batch_size, seeds
+        self.datas, self.batch_size, self.seeds = datas, batch_size, seeds
 
     def train_dataloader(self):
-        return StackedLoader(self.data.x_train, self.data.y_train, self.batch_size, self.seeds, shuffle=True)
+        xs, ys = [d.x_train for d in self.datas], [d.y_train for d in self.datas]
+        return StackedLoader(xs, ys, self.batch_size, self.seeds, shuffle=True)
 
-    def val_dataloader(self):
-        return InMemoryLoader(self.data.x_val, self.data.y_val, self.batch_size, shuffle=False)
+    def val_dataloader(self):  # validation and test splits are shared by every seed
+        return InMemoryLoader(self.datas[0].x_val, self.datas[0].y_val, self.batch_size, shuffle=False)
 
 
 class VectorizedModule(L.LightningModule):
@@ -186,19 +192,19 @@ def train_seeds(cfg: RunConfig, seeds: list[int], tracker: Tracker | None = None
     """Train ``seeds`` of ``cfg`` as one stack; one MLflow run per seed, as train_one would log it."""
     from techbench.training.run import _step_memory_mb
 
-    models = []
-    for seed in seeds:  # each seed's initialization exactly as train_one draws it
+    models, datas = [], []
+    for seed in seeds:  # each seed's data and initialization exactly as train_one draws them
         L.seed_everything(seed, workers=True, verbose=False)
-        data = load_dataset(cfg.data, seed)
-        config = apply_batching(cfg.as_dict(), len(data.x_train))
-        models.append(build_run_model(config, data))
+        datas.append(load_dataset(cfg.data, seed))
+        config = apply_batching(cfg.as_dict(), len(datas[-1].x_train))
+        models.append(build_run_model(config, datas[-1]))
     train = config["train"]
     module = VectorizedModule(models, config)
     trainer = make_trainer(cfg.hardware, train, logger=False)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=_Data(data, train["batch_size"], seeds))
+    trainer.fit(module, datamodule=_Data(datas, train["batch_size"], seeds))
     fit_s = time.perf_counter() - start
-    k, epochs, n_train = len(seeds), len(module.epoch_times), len(data.x_train)
+    k, epochs, n_train = len(seeds), len(module.epoch_times), len(datas[0].x_train)
     shared = {  # per seed, with the stack's time amortized over its K seeds
         "time/fit_s": fit_s / k,
         "epochs_run": float(epochs),
@@ -206,13 +212,13 @@ def train_seeds(cfg: RunConfig, seeds: list[int], tracker: Tracker | None = None
         "updates": float(trainer.global_step),
         "throughput/samples_per_s": n_train * epochs * k / fit_s if fit_s > 0 else float("nan"),
         "effective_batch": float(train["batch_size"] * train["accumulate_grad_batches"]),
-        "memory/step_mb": _step_memory_mb(models[0], config, data),
+        "memory/step_mb": _step_memory_mb(models[0], config, datas[0]),
         "vectorized_k": float(k),
     }
     results = []
     for i, (seed, model) in enumerate(zip(seeds, module.unstacked(models), strict=True)):
         history = [{m: float(v[i]) for m, v in epoch.items()} for epoch in module.history]
-        results.append(_finish(cfg, seed, config, model, data, history, shared, tracker))
+        results.append(_finish(cfg, seed, config, model, datas[i], history, shared, tracker))
     return results
 
 
@@ -221,7 +227,7 @@ def _finish(cfg, seed, config, model, data, history, shared, tracker) -> RunResu
     metrics = {"test/acc": test["acc"], "test/loss": test["loss"], **shared}
     metrics["train/final_acc"] = evaluate(model, data.x_train, data.y_train)["acc"]
     metrics["gen_gap"] = metrics["train/final_acc"] - metrics["test/acc"]
-    extra, _ = post_fit_metrics(model, config, data)
+    extra, probs = post_fit_metrics(model, config, data)
     metrics.update(extra)
     bad_epoch = next((e for e, h in enumerate(history) if not all(map(_finite, h.values()))), None)
     # A seed that blew up kept training inside the stack; it is recorded as diverged from that epoch's updates.
@@ -235,6 +241,8 @@ def _finish(cfg, seed, config, model, data, history, shared, tracker) -> RunResu
         logger.log_hyperparams({**flatten(config), "seed": seed, "n_params": n_params, "n_train": len(data.x_train)})
         for epoch, values in enumerate(history):
             logger.log_metrics(values, step=epoch)
+        if config["train"]["save_predictions"]:
+            _log_predictions(logger, probs)
         logger.log_metrics(metrics, step=len(history))
         logger.experiment.set_tag(logger.run_id, "outcome", "diverged" if diverged is not None else "completed")
         logger.experiment.set_tag(logger.run_id, "complete", "1")
