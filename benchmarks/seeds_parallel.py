@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -19,14 +20,18 @@ from techbench.config import parse_params
 from techbench.training.run import train_one
 from techbench.training.vectorized import train_seeds
 
-EPOCHS, BATCH, KS = 20, 128, (1, 4, 16)
+EPOCHS, BATCH, KS, REPEATS = 20, 128, (1, 4, 16), 3
 OUT = Path(__file__).parent / "results" / "seeds_parallel.json"
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def _timed(fn, repeats: int = 1) -> float:
+    """Median wall time of ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -44,17 +49,18 @@ def main() -> None:
     }
     cfg = parse_params(raw).studies["bench"].run("adam")
     train_one(cfg, 0), train_seeds(cfg, [0, 1])  # warm-up: dataset cache, first-call allocations
-    one = _timed(lambda: train_one(cfg, 0))
+    one = _timed(lambda: train_one(cfg, 0), REPEATS)
     result = {
         "what": f"MNIST-1D MLP 100-100, Adam, {EPOCHS} epochs, batch {BATCH}: whole runs (fit, test, metrics)",
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
         "one_seed_s": one,
+        "repeats": f"median of {REPEATS} for one seed and for each vectorized K; sequential K runs once",
     }
     for k in KS:
         seeds = list(range(k))
         sequential = _timed(lambda seeds=seeds: [train_one(cfg, s) for s in seeds])
-        vectorized = _timed(lambda seeds=seeds: train_seeds(cfg, seeds))
+        vectorized = _timed(lambda seeds=seeds: train_seeds(cfg, seeds), REPEATS)
         result[f"k{k}_sequential_s"] = sequential
         result[f"k{k}_vectorized_s"] = vectorized
         result[f"k{k}_vectorized_over_one_seed"] = vectorized / one

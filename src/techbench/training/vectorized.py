@@ -108,6 +108,7 @@ class VectorizedModule(L.LightningModule):
         self.stack = nn.ParameterDict({n.replace(".", "/"): nn.Parameter(p) for n, p in params.items()})
         self.stacked_buffers = buffers
         self.base = [copy.deepcopy(models[0]).to("meta")]  # a list: not registered as a submodule
+        self.plan = _sequential_plan(models[0]) if not buffers else None
         self.history: list[dict[str, torch.Tensor]] = []  # per epoch: metric -> (K,) values
         self._sums: dict[str, torch.Tensor] = {}
         self._epoch_start = 0.0
@@ -117,11 +118,30 @@ class VectorizedModule(L.LightningModule):
         return {n: self.stack[n.replace(".", "/")] for n in self.names}
 
     def _forward(self, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
+        if self.plan is not None:
+            return self._forward_sequential(x.expand(self.k, *x.shape) if shared_input else x)
+
         def one(params, buffers, xi):
             return functional_call(self.base[0], (params, buffers), (xi,))
 
         in_dims = (0, 0, None if shared_input else 0)
         return vmap(one, in_dims=in_dims, randomness="different")(self._params(), self.stacked_buffers, x)
+
+    def _forward_sequential(self, x: torch.Tensor) -> torch.Tensor:
+        """The fast path for plain nn.Sequential stacks (Flatten, Linear, activations, Dropout): batched
+        matrix products on the stacked weights, without vmap's per-call tracing. The same function per seed."""
+        h = x
+        for op, arg in self.plan:
+            if op == "flatten":
+                h = h.flatten(2)
+            elif op == "linear":
+                w, b = self.stack[arg + "/weight"], self.stack[arg + "/bias"]
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            elif op == "dropout":
+                h = F.dropout(h, arg, self.training)  # elementwise masks: independent across seeds
+            else:
+                h = arg(h)
+        return h
 
     def configure_optimizers(self):
         from techbench.techniques.optimizers import build_optimizer
@@ -182,6 +202,26 @@ class VectorizedModule(L.LightningModule):
             m.load_state_dict(state)
             out.append(m)
         return out
+
+
+def _sequential_plan(model: nn.Module) -> list[tuple[str, Any]] | None:
+    """[(op, argument)] for an nn.Sequential of Flatten / Linear (with bias) / activation / Dropout layers, the
+    MLP and logistic-regression shapes; None for anything else (those go through vmap)."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    plan: list[tuple[str, Any]] = []
+    for name, layer in model.named_children():
+        if isinstance(layer, nn.Flatten) and layer.start_dim == 1 and layer.end_dim == -1:
+            plan.append(("flatten", None))
+        elif type(layer) is nn.Linear and layer.bias is not None:
+            plan.append(("linear", name))
+        elif type(layer) in (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU):
+            plan.append(("activation", layer))
+        elif type(layer) is nn.Dropout:
+            plan.append(("dropout", layer.p))
+        else:
+            return None
+    return plan
 
 
 def _pairs(stage: str) -> list[tuple[str, str]]:
