@@ -80,3 +80,18 @@ def test_a_run_interrupted_after_fit_is_not_taken_as_finished(workdir, raw_param
     assert list(pending_runs(tracker, [(cfg, 0)], force=False)) == [(cfg, 0)]
     tracker.client.set_tag(run.info.run_id, "complete", "1")
     assert list(pending_runs(tracker, [(cfg, 0)], force=False)) == []
+
+
+def test_code_version_ignores_the_reporting_code(tmp_path):
+    """Changing how finished runs are summarized or reported must not retrain them; changing training must."""
+    from techbench import source_hash
+
+    for rel in ("training/run.py", "report/render.py", "analysis/stats.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    before = source_hash(tmp_path)
+    (tmp_path / "report/render.py").write_text("x = 2\n")
+    (tmp_path / "analysis/stats.py").write_text("x = 2\n")
+    assert source_hash(tmp_path) == before
+    (tmp_path / "training/run.py").write_text("x = 2\n")
+    assert source_hash(tmp_path) != before

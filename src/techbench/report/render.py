@@ -245,7 +245,8 @@ def study_sections(results_dir: Path, figures_dir: Path) -> list[Section]:
                 "the same numbers as one at a time): a run's wall time is the stack's fit time divided by its seeds."
             )
         sec.tables.append(results_table(groups, family))
-        sec.figures.append(learning_curves(groups, figures_dir / f"{study}_{w}_curves.png", f"{study} / {w}"))
+        if any(r["curves"].get("val/loss") for rows in groups.values() for r in rows):  # restart runs have none
+            sec.figures.append(learning_curves(groups, figures_dir / f"{study}_{w}_curves.png", f"{study} / {w}"))
         swept = sweep_plot(groups, figures_dir / f"{study}_{w}_sweep.png", f"{study} / {w}")
         if swept is not None:
             sec.figures.append(swept)
