@@ -118,7 +118,7 @@ def test_capacity_study_decomposes_test_error_over_resampled_training_sets(done)
     # resample: every seed trained on its own draw of the training set, recorded as n_train = 100
     assert {r["n_train"] for r in runs["capacity"]} == {100.0}
     md = (root / "reports/capacity.md").read_text()
-    assert "Spearman ρ(bias², capacity)" in md and "Capacity axis: parameters" in md
+    assert "Spearman ρ(bias², parameters)" in md and "Capacity axis: parameters" in md
 
 
 def test_penalties_report_sparsity_and_best_lambda_on_validation(done):

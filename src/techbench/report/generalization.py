@@ -52,10 +52,15 @@ def capacity_sections(groups, decomposition: dict[str, Any], path: Path, title: 
     lines = []
     rho_train = stats.spearmanr(x, curves["train error"]).statistic
     best = int(np.nanargmin(curves["validation error (final)"]))
+    data_axis = axis == "training examples"
+    expect = (
+        "more examples are harder to memorize, so train error may rise while validation error falls"
+        if data_axis
+        else "the chapter: train error falls as capacity grows"
+    )
     lines.append(
-        f"Capacity axis: {axis}. Train error vs capacity: Spearman ρ = {rho_train:.2f} (the chapter: train error "
-        f"falls as capacity grows). Lowest final validation error at `{labels[best]}` "
-        f"({100 * curves['validation error (final)'][best]:.1f} %)."
+        f"Capacity axis: {axis}. Train error vs {axis}: Spearman ρ = {rho_train:.2f} ({expect}). Lowest final "
+        f"validation error at `{labels[best]}` ({100 * curves['validation error (final)'][best]:.1f} %)."
     )
     if best < len(labels) - 1:
         d = paired_diff_ci(by_seed(groups[labels[-1]], "test_acc"), by_seed(groups[labels[best]], "test_acc"))
@@ -75,9 +80,14 @@ def capacity_sections(groups, decomposition: dict[str, Any], path: Path, title: 
         axes[0, 1].legend(fontsize=7)
         lines.append(
             f"Decomposition over {int(bv[0]['runs'])} seeds (squared error of the predicted probabilities; bias² "
-            f"includes the label noise): Spearman ρ(bias², capacity) = {stats.spearmanr(x, b2).statistic:.2f}, "
-            f"ρ(variance, capacity) = {stats.spearmanr(x, var).statistic:.2f} (the chapter: bias falls and "
-            "variance rises with complexity). "
+            f"includes the label noise): Spearman ρ(bias², {axis}) = {stats.spearmanr(x, b2).statistic:.2f}, "
+            f"ρ(variance, {axis}) = {stats.spearmanr(x, var).statistic:.2f} ("
+            + (
+                "more data: variance should fall"
+                if data_axis
+                else "the chapter: bias falls and variance rises with complexity"
+            )
+            + "). "
             + "; ".join(f"`{lb}` {d['bias2']:.3f} + {d['variance']:.3f}" for lb, d in zip(labels, bv, strict=True))
             + "."
         )
