@@ -65,7 +65,8 @@ def test_workload_sweep_applies_to_its_workload_only_and_crosses_study_axes():
     [
         ({"nosuch.lam": [1.0]}, "expected '<section or technique>.<hyperparameter>'"),
         ({"l2.lam": []}, "non-empty list"),
-        ({"l2.lamda": [1.0]}, r"sweep\.regularizer.*unknown key"),
+        ({"l2.lamda": [1.0]}, r"studies\.s\.sweep\.l2\.lamda: unknown key"),
+        ({"l1.lam": [1.0]}, r"sweep\.l1\.lam: 'l1' is not a technique of this study.*none, l2"),
         ({"l2.lam": [-1.0]}, "out of range"),
     ],
 )
@@ -77,3 +78,8 @@ def test_bad_sweeps_are_config_errors(sweep, match):
 def test_unknown_workload_key_lists_sweep_as_allowed():
     with pytest.raises(ConfigError, match="sweep"):
         _study(techniques=["l2"], workloads={"w": {"sweeep": {}}})
+
+
+def test_a_workload_sweep_error_names_the_workload_key():
+    with pytest.raises(ConfigError, match=r"studies\.s\.workloads\.w\.sweep\.model\.hiden: unknown key"):
+        _study(techniques=["l2"], workloads={"w": {"sweep": {"model.hiden": [[4], [8]]}}})

@@ -97,3 +97,31 @@ def test_execution_mode_is_validated():
 
     with pytest.raises(ConfigError, match="execution.*sequential, vectorized"):
         _study({"name": "adam"}, execution="parallel")
+
+
+def test_vectorized_restarts_train_on_the_runs_own_resampled_data(tmp_path):
+    """Independent restarts inside a restart run use the run's training set even when it is resampled per
+    seed, so the stacked and the one-at-a-time procedure agree; the run is tagged as vectorized."""
+    from techbench.training.restart_run import train_restart
+
+    def block(execution):
+        return {
+            "family": "restarts",
+            "techniques": ["random_restarts"],
+            "technique_params": {"random_restarts": {"restarts": 3}},
+            "seeds": 1,
+            "data": RESAMPLED,
+            "model": {"name": "mlp", "hidden": [16]},
+            "train": {"epochs": 2, "batch_size": 32},
+            "execution": execution,
+        }
+
+    params = parse_params({"studies": {"v": block("vectorized"), "q": block("sequential")}})
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    stacked = train_restart(params.study("v").runs[0], 1, tracker, "vectorized")
+    alone = train_restart(params.study("q").runs[0], 1, None, "sequential")
+    for key in ("test/acc", "procedure/best_val_loss", "procedure/ensemble_test_nll"):
+        assert stacked.metrics[key] == pytest.approx(alone.metrics[key], rel=1e-4, abs=1e-5), key
+    run = next(iter(tracker.search("v", {"complete": "1"})))
+    assert run.data.tags["execution"] == "vectorized"
+    assert run.data.metrics["epochs_run"] == 6 and run.data.metrics["time/fit_s"] > 0

@@ -101,6 +101,8 @@ def _axes(key: str, given: Any, slots: set[str], family=None, techniques=(), wor
     axes = []
     for path, values in given.items():
         section, _, hp = str(path).partition(".")
+        if family is not None and section in family.registry and section not in techniques:
+            raise ConfigError(f"{key}.{path}", f"{section!r} is not a technique of this study", list(techniques))
         if not hp or (section not in sections and section not in techniques):
             raise ConfigError(f"{key}.{path}", "expected '<section or technique>.<hyperparameter>'", sections)
         if not isinstance(values, list) or not values:
@@ -142,6 +144,13 @@ def _applicable(axes: list[Axis], technique: dict[str, Any], workload: str) -> l
         and (not a.slot_hp or a.hp in technique)
         and (a.workload is None or a.workload == workload)
     ]
+
+
+def _sweep_key(key: str, axes: list[Axis], section: str) -> str:
+    """Where a swept value came from, as the user wrote it: `<study>[.workloads.<w>].sweep.<section|technique>`."""
+    a = next(a for a in axes if a.section == section)
+    where = f"{key}.workloads.{a.workload}.sweep" if a.workload else f"{key}.sweep"
+    return f"{where}.{a.technique or section}"
 
 
 def _check_slot_axes(key: str, axes: list[Axis], techs: list[dict[str, Any]]) -> None:
@@ -243,12 +252,14 @@ def parse_study(name: str, block: Any, hardware: dict[str, Any]) -> StudySpec:
         for workload, own, _ in workloads.values():
             if t not in own:
                 continue
-            for variant, override in _points(_applicable(axes, tech, workload.name)):
+            applicable = _applicable(axes, tech, workload.name)
+            for variant, override in _points(applicable):
                 parts = {"data": workload.data, "model": workload.model, "train": workload.train}
                 parts.update(fixed)
                 parts[family.slot] = tech
                 for section, hp in override.items():
-                    parts[section] = _apply(f"{key}.sweep.{section}", parts[section], hp, registries[section])
+                    where = _sweep_key(key, applicable, section)
+                    parts[section] = _apply(where, parts[section], hp, registries[section])
                 runs.append(
                     RunConfig(
                         study=name,

@@ -37,7 +37,8 @@ def summarize_run(tracker: Tracker, run: Any, target_val_acc: float) -> dict[str
         "outcome": run.data.tags.get("outcome", "completed"),
         "test_acc": m.get("test/acc"),
         "test_loss": m.get("test/loss"),
-        "final_val_loss": _last(curves["val/loss"]),
+        # Restart procedures have no per-epoch curve; their kept solution's validation loss stands in.
+        "final_val_loss": _last(curves["val/loss"]) if curves["val/loss"] else m.get("final/val_loss"),
         "final_val_acc": _last(val_acc),
         "best_epoch": None if best is None else best + 1,  # epochs trained, 1-based
         "best_val_acc": None if best is None else val_acc[best],

@@ -95,6 +95,14 @@ def capacity_sections(groups, decomposition: dict[str, Any], path: Path, title: 
     return lines, save_figure(fig, path)
 
 
+def decomposition_lines(decomposition: dict[str, Any]) -> list[str]:
+    """The bias² + variance of each sweep point, for sweeps too short for the capacity curve."""
+    if not decomposition:
+        return []
+    parts = "; ".join(f"`{lb}` {d['bias2']:.3f} + {d['variance']:.3f}" for lb, d in sorted(decomposition.items()))
+    return [f"Test Brier error = bias² + variance over seeds (too few sweep points for a capacity curve): {parts}."]
+
+
 def paired_variant_lines(groups) -> list[str]:
     """Two variants of one switch (e.g. shuffle_seq false/true): their paired test-accuracy difference."""
     if len(groups) != 2:

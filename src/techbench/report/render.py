@@ -278,7 +278,7 @@ def _family_findings(family: str | None, groups, decomposition: dict, stem: Path
         sec.paragraphs += gen.regularization_lines(groups)
     elif family == "regularization":  # no penalty, swept over model or data: a capacity curve
         lines, fig = gen.capacity_sections(groups, decomposition, stem.with_name(stem.name + "_capacity.png"), title)
-        sec.paragraphs += lines or gen.paired_variant_lines(groups)
+        sec.paragraphs += lines or gen.paired_variant_lines(groups) + gen.decomposition_lines(decomposition)
         sec.figures += [fig] if fig else []
     elif family == "early_stopping":
         lines, fig = gen.early_stopping_lines(groups, stem.with_name(stem.name + "_stops.png"), title)

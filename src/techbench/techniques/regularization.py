@@ -141,7 +141,7 @@ def weight_decay(model, n_train, lam):
 
 def _check_layerwise(hp: dict) -> None:
     if hp["lam_first"] == 0 and hp["lam_last"] > 0 or hp["lam_last"] == 0 and hp["lam_first"] > 0:
-        raise ValueError("l2_layerwise interpolates geometrically: lam_first and lam_last must both be > 0 or 0")
+        raise ValueError("l2_layerwise interpolates geometrically: lam_first and lam_last must be both > 0, or both 0")
 
 
 @REGULARIZERS.register(

@@ -11,6 +11,8 @@ solution index), the procedure's own measures, and the compute spent (`compute/e
 from __future__ import annotations
 
 import copy
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,8 @@ from techbench.training.module import TechniqueModule
 from techbench.training.run import RunResult, _Loaders, build_run_model, run_name, run_tags
 from techbench.training.trainer import make_trainer
 from techbench.workloads import load_dataset
+
+log = logging.getLogger("techbench")
 
 
 @dataclass
@@ -45,6 +49,7 @@ class RestartContext:
         self.config = apply_batching(cfg.as_dict(), len(self.data.x_train))
         self.epochs = int(self.config["train"]["epochs"])
         self.spent_epochs = 0  # compute accounting: epochs trained over all solutions
+        self.vectorized = False  # set once independent restarts were trained as one stack
 
     def member_seed(self, index: int) -> int:
         """The seed of the run's index-th solution: distinct across indices and across the run's seeds."""
@@ -84,10 +89,15 @@ class RestartContext:
         from techbench.training.vectorized import train_seeds, vectorizable
 
         cfg = replace(self.cfg, train={**self.cfg.train, "epochs": int(epochs or self.epochs)})
-        if self.execution == "vectorized" and len(indices) > 1 and vectorizable(cfg, len(self.data.x_train)) is None:
-            results = train_seeds(cfg, [self.member_seed(i) for i in indices])
-            self.spent_epochs += sum(int(r.metrics["epochs_run"]) for r in results)
-            return [r.model for r in results]
+        if self.execution == "vectorized" and len(indices) > 1:
+            why = vectorizable(cfg, len(self.data.x_train))
+            if why is None:
+                # Every restart trains on the run's own data (a resampled training set belongs to the run's seed).
+                results = train_seeds(cfg, [self.member_seed(i) for i in indices], data=self.data)
+                self.spent_epochs += sum(int(r.metrics["epochs_run"]) for r in results)
+                self.vectorized = True
+                return [r.model for r in results]
+            log.info("%s: sequential restarts (%s)", self.cfg.label, why)
         models = []
         for i in indices:
             model = self.new_model(i)
@@ -112,7 +122,9 @@ def train_restart(
     from techbench.training.evaluation import post_fit_metrics
 
     ctx = RestartContext(cfg, seed, execution)
+    start = time.perf_counter()
     outcome = run_procedure(ctx, cfg.components["restart"])
+    seconds = time.perf_counter() - start
     final = ctx.score(outcome.final)
     metrics = {
         "test/acc": final["test_acc"],
@@ -121,6 +133,8 @@ def train_restart(
         "final/val_acc": final["val_acc"],
         "train/final_acc": evaluate(outcome.final, ctx.data.x_train, ctx.data.y_train)["acc"],
         "compute/epochs": float(ctx.spent_epochs),
+        "epochs_run": float(ctx.spent_epochs),
+        "time/fit_s": seconds,  # the whole procedure: every solution's training and scoring
         "restarts": float(len(outcome.members)),
         **{f"procedure/{k}": float(v) for k, v in outcome.metrics.items()},
     }
@@ -128,7 +142,8 @@ def train_restart(
     metrics.update(post_fit_metrics(outcome.final, ctx.config, ctx.data)[0])
     run_id = None
     if tracker is not None:
-        logger = tracker.logger(cfg.study, run_name(cfg, seed), run_tags(cfg, seed))
+        tags = {**run_tags(cfg, seed), **({"execution": "vectorized"} if ctx.vectorized else {})}
+        logger = tracker.logger(cfg.study, run_name(cfg, seed), tags)
         n_params = sum(p.numel() for p in outcome.final.parameters())
         logger.log_hyperparams(
             {**flatten(ctx.config), "seed": seed, "n_params": n_params, "n_train": len(ctx.data.x_train)}

@@ -228,14 +228,15 @@ def _pairs(stage: str) -> list[tuple[str, str]]:
     return [(f"{stage}/loss", "loss"), (f"{stage}/acc", "correct")]
 
 
-def train_seeds(cfg: RunConfig, seeds: list[int], tracker: Tracker | None = None) -> list[RunResult]:
-    """Train ``seeds`` of ``cfg`` as one stack; one MLflow run per seed, as train_one would log it."""
+def train_seeds(cfg: RunConfig, seeds: list[int], tracker: Tracker | None = None, data=None) -> list[RunResult]:
+    """Train ``seeds`` of ``cfg`` as one stack; one MLflow run per seed, as train_one would log it. ``data``:
+    one dataset for every seed (a restart procedure's), instead of each seed's own draw."""
     from techbench.training.run import _step_memory_mb
 
     models, datas = [], []
     for seed in seeds:  # each seed's data and initialization exactly as train_one draws them
         L.seed_everything(seed, workers=True, verbose=False)
-        datas.append(load_dataset(cfg.data, seed))
+        datas.append(data if data is not None else load_dataset(cfg.data, seed))
         config = apply_batching(cfg.as_dict(), len(datas[-1].x_train))
         models.append(build_run_model(config, datas[-1]))
     train = config["train"]
