@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import torch
+from step_overhead import BATCH, EPOCHS, adam_mlp_config  # the same workload as the step-overhead benchmark
 
-from techbench.config import parse_params
 from techbench.training.run import train_one
 from techbench.training.vectorized import train_seeds
 
-EPOCHS, BATCH, KS, REPEATS = 20, 128, (1, 4, 16), 3
+KS, REPEATS = (1, 4, 16), 3
 OUT = Path(__file__).parent / "results" / "seeds_parallel.json"
 
 
@@ -35,19 +35,7 @@ def _timed(fn, repeats: int = 1) -> float:
 
 
 def main() -> None:
-    raw = {
-        "studies": {
-            "bench": {
-                "family": "optimizers",
-                "techniques": ["adam"],
-                "seeds": 1,
-                "data": {"name": "mnist1d"},
-                "model": {"name": "mlp", "hidden": [100, 100]},
-                "train": {"epochs": EPOCHS, "batch_size": BATCH},
-            }
-        }
-    }
-    cfg = parse_params(raw).studies["bench"].run("adam")
+    cfg = adam_mlp_config()
     train_one(cfg, 0), train_seeds(cfg, [0, 1])  # warm-up: dataset cache, first-call allocations
     one = _timed(lambda: train_one(cfg, 0), REPEATS)
     result = {

@@ -60,11 +60,7 @@ def learning_curves(groups: dict[str, list[dict[str, Any]]], path: Path, title: 
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="best")
     fig.suptitle(f"{title}: mean over seeds, band = 95% CI")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _sweep_value(label: str) -> tuple[str, str, float] | None:
@@ -107,11 +103,7 @@ def sweep_plot(groups: dict[str, list[dict[str, Any]]], path: Path, title: str) 
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.suptitle(f"{title}: mean over seeds of the runs that did not diverge")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _final_train_loss(row: dict[str, Any]) -> float | None:
