@@ -18,7 +18,7 @@ from techbench.probes.gradient_autodiff import _test_functions, manual_backprop
 from techbench.probes.gradient_common import FAMILY, mlp_spec, rel_diff, sample_batch, study_model
 from techbench.probes.gradient_computation import _batched_grads, _loop_grads, _vmap_grads
 from techbench.probes.gradient_memory import _accumulate, _checkpoint_one, _grads
-from techbench.probes.memory import peak_step_memory, saved_tensor_bytes, tracked_step_memory
+from techbench.training.memory import peak_step_memory, saved_tensor_bytes, tracked_step_memory
 from techbench.workloads import DATASETS, MODELS
 
 CPU = torch.device("cpu")

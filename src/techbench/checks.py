@@ -8,11 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from techbench.errors import ConfigError
-from techbench.registry import Registry
+from techbench.registry import Bound, Entry, Registry
 
-# Bounds for hyperparameters that mean the same thing in every registry entry that declares them.
-# (low, high, low_inclusive, high_inclusive); None = unbounded.
-HP_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
+# Bounds of hyperparameters that mean the same thing in every registry entry that declares them; an entry
+# whose hyperparameter has a range of its own declares it in its ``bounds`` (see ``bound_of``).
+SHARED_BOUNDS: dict[str, Bound] = {
     "lr": (0.0, None, False, True),
     "momentum": (0.0, 1.0, True, False),
     "beta": (0.0, 1.0, True, False),
@@ -22,7 +22,7 @@ HP_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "eps": (0.0, None, False, True),
     "weight_decay": (0.0, None, True, True),
     "dropout": (0.0, 1.0, True, False),
-    "epochs": (0, None, True, True),  # 0 = "keep the study's" in batch regimes; train.epochs is checked >= 1
+    "epochs": (1, None, True, True),
     "micro_batch": (1, None, True, True),
     "k": (0.0, None, True, True),
     "batch_size": (1, None, True, True),
@@ -59,7 +59,12 @@ HP_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
 }
 
 
-def _check_value(key: str, name: str, value: Any, default: Any) -> Any:
+def bound_of(entry: Entry, hp: str) -> Bound | None:
+    """The range of an entry's hyperparameter: its own bound, else the shared one (None: unbounded)."""
+    return entry.bounds.get(hp, SHARED_BOUNDS.get(hp))
+
+
+def _check_value(key: str, value: Any, default: Any, bound: Bound | None) -> Any:
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true/false, got {value!r}")
@@ -71,8 +76,8 @@ def _check_value(key: str, name: str, value: Any, default: Any) -> Any:
             raise ConfigError(key, f"expected an integer, got {value!r}")
         if not math.isfinite(float(value)):
             raise ConfigError(key, f"expected a finite number, got {value!r}")
-        if name in HP_BOUNDS:
-            lo, hi, lo_inc, hi_inc = HP_BOUNDS[name]
+        if bound is not None:
+            lo, hi, lo_inc, hi_inc = bound
             if lo is not None and (value < lo or (value == lo and not lo_inc)):
                 raise ConfigError(key, f"{value!r} is out of range: must be {'>=' if lo_inc else '>'} {lo}")
             if hi is not None and (value > hi or (value == hi and not hi_inc)):
@@ -97,8 +102,11 @@ def require(*conditions: tuple[str, Callable[[dict], bool]]) -> Callable[[dict],
     return check
 
 
-def merge_checked(key: str, defaults: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
-    """defaults updated with ``given``; unknown keys and out-of-range values raise ConfigError."""
+def merge_checked(
+    key: str, defaults: dict[str, Any], given: dict[str, Any] | None, bounds: dict[str, Bound] | None = None
+) -> dict[str, Any]:
+    """defaults updated with ``given``; unknown keys and out-of-range values (``bounds``, else the shared
+    ones) raise ConfigError."""
     given = given or {}
     if not isinstance(given, dict):
         raise ConfigError(key, f"expected a mapping, got {given!r}")
@@ -106,7 +114,8 @@ def merge_checked(key: str, defaults: dict[str, Any], given: dict[str, Any] | No
     for name, value in given.items():
         if name not in defaults:
             raise ConfigError(f"{key}.{name}", "unknown key", sorted(defaults))
-        out[name] = _check_value(f"{key}.{name}", name, value, defaults[name])
+        bound = (bounds or {}).get(name, SHARED_BOUNDS.get(name))
+        out[name] = _check_value(f"{key}.{name}", value, defaults[name], bound)
     return out
 
 
@@ -121,11 +130,10 @@ def component(key: str, registry: Registry, given: Any) -> dict[str, Any]:
         raise ConfigError(f"{key}.name", f"unknown {registry.family} {name!r}", registry.names())
     hp = {k: v for k, v in given.items() if k != "name"}
     entry = registry.get(name)
-    resolved = merge_checked(key, entry.defaults, hp)
-    check = entry.meta.get("check")
-    if check is not None:
+    resolved = merge_checked(key, entry.defaults, hp, entry.bounds)
+    if entry.check is not None:
         try:
-            check(resolved)
+            entry.check(resolved)
         except ValueError as e:
             raise ConfigError(key, str(e)) from None
     return {"name": name, **resolved}

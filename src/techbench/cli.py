@@ -1,7 +1,9 @@
-"""The `techbench` command: list, run, tune, report.
+"""The `techbench` command: list, run, tune, report, overlay.
 
 Bad input (unknown keys, unknown techniques, impossible values, missing folders) is reported as one line
 naming the key and the allowed values, with exit code 2, before anything is written to MLflow or Optuna.
+Each command imports what it uses when it runs (the imports inside the command functions below): `report`
+renders results without loading torch, `list` without MLflow or Optuna.
 """
 
 from __future__ import annotations
@@ -9,8 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+
+import yaml
 
 from techbench.errors import ConfigError
+from techbench.paths import read_paths
 
 EXIT_BAD_INPUT = 2
 
@@ -36,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write reports/<study>.md and reports/index.html from results/")
     rep.add_argument("study", nargs="?", help="default: every study with results")
+
+    over = sub.add_parser("overlay", help="the params file with an overlay (e.g. configs/full.yaml) merged in")
+    over.add_argument("overlay", help="a YAML file holding only what differs from the params file")
+    over.add_argument("-o", "--output", help="write the merged file here (e.g. params.yaml) instead of printing")
     return p
 
 
@@ -52,47 +62,69 @@ def cmd_list(params) -> None:
             f" (incl. sweep points: {len(spec.runs)} configs) x {spec.seeds} seeds = {len(spec.runs) * spec.seeds}"
             f" runs; probes: {', '.join(spec.probes) or '-'}"
         )
-    for label, registry in [("datasets", DATASETS), ("models", MODELS)] + [
-        (f"family {f.name} (slot: {f.slot})", f.registry) for f in FAMILIES.values()
-    ]:
+    families = [(f"family {f.name}: {f.description}", f.registry) for f in FAMILIES]
+    for label, registry in [("datasets", DATASETS), ("models", MODELS), *families]:
         print(f"{label}:")
         for e in registry:
             space = f"  [tunable: {', '.join(e.search_space)}]" if e.search_space else ""
             print(f"  {e.name:<16} {e.description}{space}")
     print("probes (measurements; listed under a study's `probes:`):")
     for e in PROBES:
-        print(f"  {e.name:<16} [{e.meta.get('family', '-')}] {e.description}")
+        print(f"  {e.name:<16} [{e.info.topic or '-'}] {e.description}")
+
+
+def cmd_report(args) -> None:
+    from techbench.report.render import write_reports
+
+    paths = read_paths(args.params)
+    studies = [args.study] if args.study else None
+    for path in write_reports(Path(paths["results"]), Path(paths["reports"]), Path(paths["benchmarks"]), studies):
+        print(f"wrote {path}")
+
+
+def cmd_overlay(args) -> None:
+    from techbench.config import merge, parse_params, read_yaml
+
+    merged = merge(read_yaml(args.params), read_yaml(args.overlay), args.overlay)
+    parse_params(merged)  # the merged file must be valid before it is written anywhere
+    text = yaml.safe_dump(merged, sort_keys=False, width=120)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+
+
+def cmd_run(args, params) -> None:
+    from techbench.study import export_study, run_study
+
+    params.study(args.study)
+    run_study(params, args.study, force=args.force)
+    print(f"results: {export_study(params, args.study)}")
+
+
+def cmd_tune(args, params) -> None:
+    _check_tune_args(params, args)
+    from techbench.tuning import tune_study
+
+    techniques = [args.technique] if args.technique else None
+    tune_study(params, args.study, techniques, args.trials, args.storage, args.force)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    from techbench.config import load_params
-
     try:
-        if args.command == "list":  # the registries are listed even without a params file
-            from pathlib import Path
+        if args.command == "report":
+            cmd_report(args)
+        elif args.command == "overlay":
+            cmd_overlay(args)
+        else:
+            from techbench.config import load_params
 
-            cmd_list(load_params(args.params) if Path(args.params).is_file() else None)
-            return 0
-        params = load_params(args.params)
-        if args.command == "run":
-            from techbench.study import export_study, run_study
-
-            params.study(args.study)
-            run_study(params, args.study, force=args.force)
-            print(f"results: {export_study(params, args.study)}")
-        elif args.command == "tune":
-            _check_tune_args(params, args)
-            from techbench.tuning import tune_study
-
-            techniques = [args.technique] if args.technique else None
-            tune_study(params, args.study, techniques, args.trials, args.storage, args.force)
-        elif args.command == "report":
-            from techbench.report.render import write_reports
-
-            for path in write_reports(studies=[args.study] if args.study else None):
-                print(f"wrote {path}")
+            if args.command == "list":  # the registries are listed even without a params file
+                cmd_list(load_params(args.params) if Path(args.params).is_file() else None)
+            else:
+                {"run": cmd_run, "tune": cmd_tune}[args.command](args, load_params(args.params))
     except ConfigError as e:
         print(f"techbench: error in {args.params}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

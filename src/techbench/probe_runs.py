@@ -1,6 +1,6 @@
-"""Run a study's probes: each (probe, seed) is one MLflow run (tag kind=probe), skipped when a FINISHED run
-of the same probe configuration and seed exists; its full result is kept as the run's `probe.json` artifact
-so results/<study>/probes.json can be rebuilt from MLflow alone."""
+"""Run a study's probes: each (probe, seed) ends as one RunRecord (kind probe) written through tracking, skipped
+when a finished record of the same probe configuration and seed exists; its full result is the record's
+payload, so results/<study>/probes.json is rebuilt from MLflow alone (export reads, never re-runs)."""
 
 from __future__ import annotations
 
@@ -8,36 +8,33 @@ import hashlib
 import json
 import logging
 import re
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from techbench.config import StudySpec
+from techbench import code_version
+from techbench.errors import ConfigError
 from techbench.probes import PROBES, ProbeContext, run_probe
-from techbench.tracking import Tracker, git_commit
+from techbench.records import RunRecord
+from techbench.specs import StudySpec
+from techbench.tracking import Tracker
 
 log = logging.getLogger("techbench")
-ARTIFACT = "probe.json"
 
 
-def probe_context(spec: StudySpec, seed: int) -> ProbeContext:
+def probe_context(spec: StudySpec, seed: int, hardware: dict[str, Any]) -> ProbeContext:
     """Probes measure on the study's first workload with its fixed components."""
     w = next(iter(spec.workloads.values()))
-    hardware = spec.runs[0].hardware if spec.runs else {}
-    return ProbeContext(w.data, w.model, w.train, hardware, dict(spec.fixed), seed)
+    return ProbeContext(w.data, w.model, w.train, dict(hardware), dict(spec.fixed), seed)
 
 
 def probe_hash(spec: StudySpec, name: str, hardware: dict[str, Any]) -> str:
-    from techbench import code_version
-
-    ctx = probe_context(spec, 0)
+    ctx = probe_context(spec, 0, hardware)
     blob = {
         "probe": spec.probes[name],
         "data": ctx.data,
         "model": ctx.model,
         "train": ctx.train,
         "components": ctx.components,
-        "hardware": hardware,
+        "hardware": ctx.hardware,
         "code": code_version(),
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -48,75 +45,60 @@ def metric_name(*parts: str) -> str:
     return "/".join(re.sub(r"[^A-Za-z0-9_\-. ]", "_", p) for p in parts)
 
 
-def _log_result(tracker: Tracker, run_id: str, result: dict[str, Any]) -> None:
-    from mlflow.entities import Metric
-
-    metrics = []
-    for row in result["rows"]:
-        for k, v in row.items():
-            if k != "row" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                metrics.append(Metric(metric_name(str(row["row"]), k), float(v), 0, 0))
-    for label, series in result["curves"].items():
-        for k, values in series.items():
-            if k == "x":
-                continue
-            metrics += [Metric(metric_name("curve", label, k), float(v), 0, i) for i, v in enumerate(values)]
-    for i in range(0, len(metrics), 1000):  # MLflow's batch limit
-        tracker.client.log_batch(run_id, metrics=metrics[i : i + 1000])
-    tracker.client.log_text(run_id, json.dumps(result, default=_json), ARTIFACT)
-
-
-def _json(o: Any) -> Any:
-    return None if isinstance(o, float) else str(o)
-
-
-def _read_result(tracker: Tracker, run_id: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(run_id, ARTIFACT, tmp)
-        return json.loads(Path(path).read_text())
+def probe_record(spec: StudySpec, name: str, seed: int, chash: str, result: dict[str, Any]) -> RunRecord:
+    """A probe's result as a record: numeric row cells as metrics ``<row>/<measure>``, curves as histories."""
+    metrics = {
+        metric_name(str(row["row"]), k): float(v)
+        for row in result["rows"]
+        for k, v in row.items()
+        if k != "row" and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    histories = {
+        metric_name("curve", label, k): [float(v) for v in values]
+        for label, series in result["curves"].items()
+        for k, values in series.items()
+        if k != "x"
+    }
+    hp = {k: v for k, v in spec.probes[name].items() if k != "name"}
+    tags = {"study": spec.name, "probe": name, "technique": name, "seed": str(seed), "config_hash": chash,
+            "code_version": code_version()}  # fmt: skip
+    return RunRecord(study=spec.name, name=f"probe/{name}/seed{seed}", kind="probe", seed=seed, tags=tags,
+                     config={**hp, "seed": seed}, metrics=metrics, histories=histories, payload=result)  # fmt: skip
 
 
-def run_probes(spec: StudySpec, hardware: dict[str, Any], tracker: Tracker, force: bool = False) -> dict[str, Any]:
-    """Run every missing (probe, seed); return {probe: {description, hp, runs: [result + seed, run_id]}}."""
-    from techbench import code_version
-
-    out: dict[str, Any] = {}
+def run_probes(spec: StudySpec, hardware: dict[str, Any], tracker: Tracker, force: bool = False) -> int:
+    """Run every missing (probe, seed); returns how many ran."""
+    ran = 0
     for name, hp_spec in spec.probes.items():
         hp = {k: v for k, v in hp_spec.items() if k != "name"}
         chash = probe_hash(spec, name, hardware)
-        runs = []
         for seed in range(spec.seeds):
             done = None if force else tracker.finished_run(spec.name, chash, seed)
             if done is not None:
                 log.info("skip probe %s/seed%d: finished as run %s", name, seed, done.info.run_id)
-                result, run_id = _read_result(tracker, done.info.run_id), done.info.run_id
-            else:
-                tags = {
-                    "study": spec.name,
-                    "kind": "probe",
-                    "probe": name,
-                    "technique": name,
-                    "seed": str(seed),
-                    "config_hash": chash,
-                    "code_version": code_version(),
-                    "git_commit": git_commit(),
-                }
-                try:
-                    result = run_probe(name, probe_context(spec, seed), hp).as_dict()
-                except ValueError as e:  # an impossible setting the registry's types could not catch
-                    from techbench.errors import ConfigError
+                continue
+            try:
+                result = run_probe(name, probe_context(spec, seed, hardware), hp).as_dict()
+            except ValueError as e:  # an impossible setting the registry's types could not catch
+                raise ConfigError(f"studies.{spec.name}.probes.{name}", str(e)) from None
+            run_id = tracker.write(probe_record(spec, name, seed, chash, result))
+            log.info("probe %s/seed%d: %d rows (%s)", name, seed, len(result["rows"]), run_id)
+            ran += 1
+    return ran
 
-                    raise ConfigError(f"studies.{spec.name}.probes.{name}", str(e)) from None
-                run = tracker.client.create_run(
-                    tracker.experiment_id(spec.name), run_name=f"probe/{name}/seed{seed}", tags=tags
-                )
-                run_id = run.info.run_id
-                for k, v in {**hp, "seed": seed}.items():
-                    tracker.client.log_param(run_id, k, str(v)[:6000])
-                _log_result(tracker, run_id, result)
-                tracker.client.set_tag(run_id, "complete", "1")
-                tracker.client.set_terminated(run_id, "FINISHED")
-                log.info("probe %s/seed%d: %d rows (%s)", name, seed, len(result["rows"]), run_id)
-            runs.append({**result, "seed": seed, "run_id": run_id})
+
+def probe_results(spec: StudySpec, hardware: dict[str, Any], tracker: Tracker) -> dict[str, Any]:
+    """{probe: {description, hp, config_hash, runs: [result + seed + run_id]}} from the finished records."""
+    hashes = {name: probe_hash(spec, name, hardware) for name in spec.probes}
+    wanted = {(h, s) for h in hashes.values() for s in range(spec.seeds)}
+    records = tracker.records(spec.name, "probe", wanted) if spec.probes else {}
+    out = {}
+    for name, chash in hashes.items():
+        runs = [
+            {**records[(chash, s)].payload, "seed": s, "run_id": records[(chash, s)].run_id}
+            for s in range(spec.seeds)
+            if (chash, s) in records
+        ]
+        hp = {k: v for k, v in spec.probes[name].items() if k != "name"}
         out[name] = {"description": PROBES.get(name).description, "hp": hp, "config_hash": chash, "runs": runs}
     return out

@@ -1,58 +1,68 @@
-"""Run a study: every technique x seed of one params.yaml block, skipping runs already finished."""
+"""Run a study (every technique x seed of one params.yaml block, skipping runs already finished) and export its
+results: MLflow records -> rows -> results/<study>/ (through results.py, the only writer of that folder)."""
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
-from techbench.config import Params, RunConfig
+import numpy as np
+
+from techbench import code_version
+from techbench.analysis.bias_variance import decompose_probs
+from techbench.analysis.rows import row_from_record
+from techbench.analysis.summary import aggregate, mean_curves, probe_means
+from techbench.errors import ConfigError
+from techbench.probe_runs import probe_results, run_probes
+from techbench.records import RunRecord
+from techbench.results import CURVE_COLUMNS, StudyResults, write_study
+from techbench.specs import Params, RunConfig, StudySpec
+from techbench.techniques import FAMILIES
 from techbench.tracking import Tracker
-from techbench.training.run import run_name, train_one
+from techbench.training.effective import build_run_model, resolve
+from techbench.training.executors import execute
+from techbench.training.single import train_single
+from techbench.training.trainer import make_trainer
+from techbench.workloads import load_dataset
 
 log = logging.getLogger("techbench")
 
 
-def pending_runs(tracker: Tracker, runs: list[tuple[RunConfig, int]], force: bool):
-    """(config, seed) pairs without a FINISHED MLflow run of the same config hash and seed."""
+def pending_runs(tracker: Tracker, runs: list[tuple[RunConfig, int]], force: bool) -> Iterator[tuple[RunConfig, int]]:
+    """(config, seed) pairs without a finished MLflow run of the same config hash and seed."""
     for cfg, seed in runs:
         done = None if force else tracker.finished_run(cfg.study, cfg.config_hash(), seed)
         if done is None:
             yield cfg, seed
         else:
-            log.info("skip %s: finished as run %s", run_name(cfg, seed), done.info.run_id)
+            log.info("skip %s/%s/seed%d: finished as run %s", cfg.label, cfg.workload, seed, done.info.run_id)
 
 
-def preflight(spec) -> None:
+def preflight(spec: StudySpec) -> None:
     """Build every (data, model, technique components) combination once before training anything, so an
     impossible one (exact Newton on a model too large for its Hessian, spatial dropout on an MLP, a training
     subset larger than the data) is a config error, not a half-finished study."""
-    from techbench.errors import ConfigError
-    from techbench.techniques.batching import apply_batching
-    from techbench.techniques.early_stopping import build_stopping
-    from techbench.techniques.optimizers import build_optimizer
-    from techbench.techniques.regularization import build_regularizer
-    from techbench.training.run import build_run_model
-    from techbench.workloads import load_dataset
-
     seen = set()
     for cfg in spec.runs:
-        slots = ("optimizer", "batching", "regularizer", "stopping", "dropout")
-        key = (cfg.workload, repr(cfg.data), repr(cfg.model), *(repr(cfg.components.get(s)) for s in slots))
+        key = (cfg.workload, repr(cfg.data), repr(cfg.model), repr(sorted(cfg.components.items())))
         if key in seen:
             continue
         seen.add(key)
         try:
             data = load_dataset(cfg.data)
-            config = apply_batching(cfg.as_dict(), len(data.x_train))
-            model = build_run_model(config, data)
-            build_optimizer(config["optimizer"], model)
-            build_regularizer(config["regularizer"], model, len(data.x_train))
-            build_stopping(config["stopping"])
+            run = resolve(cfg, data)
+            model = build_run_model(run, data)
+            FAMILIES["optimizer"].build(run["optimizer"], model)
+            for family in FAMILIES:
+                family.objective(run[family.name], model, run.n_train)
+                family.callbacks(run[family.name], run.as_dict())
         except (ValueError, RuntimeError, TypeError) as e:
             message = str(e) if str(e).startswith(cfg.technique) else f"{cfg.technique}: {e}"
             raise ConfigError(f"studies.{spec.name}.workloads.{cfg.workload}", message) from None
     if spec.runs:
-        from techbench.training.trainer import make_trainer
-
         try:  # e.g. accelerator: gpu on a machine without one
             make_trainer(spec.runs[0].hardware, spec.runs[0].train)
         except Exception as e:  # Lightning raises its own MisconfigurationException types
@@ -65,122 +75,89 @@ def run_study(params: Params, study: str, force: bool = False, tracker: Tracker 
     preflight(spec)  # before the first MLflow write
     tracker = tracker or Tracker()
     if spec.probes:  # cheap, and a probe's impossible setting should stop the study before training
-        from techbench.probe_runs import run_probes
-
         run_probes(spec, params.hardware, tracker, force)
     _warm_up(spec)
-    todo = [(cfg, s) for cfg in spec.runs for s in range(spec.seeds)]
     pending: dict[str, tuple[RunConfig, list[int]]] = {}  # config hash -> (config, its unfinished seeds)
-    for cfg, seed in pending_runs(tracker, todo, force):
+    for cfg, seed in pending_runs(tracker, [(c, s) for c in spec.runs for s in range(spec.seeds)], force):
         pending.setdefault(cfg.config_hash(), (cfg, []))[1].append(seed)
     trained = 0
     for cfg, seeds in pending.values():
-        for result in _train(cfg, seeds, spec.execution, tracker):
-            log.info(
-                "%s: %s test/acc=%.4f (%s)",
-                run_name(cfg, result.seed),
-                result.outcome,
-                result.metrics.get("test/acc", float("nan")),
-                result.run_id,
-            )
+        for result in execute(cfg, seeds, spec.execution):
+            run_id = tracker.write(result.record())
+            log.info("%s: %s test/acc=%.4f (%s)", result.name, result.outcome, result.metrics["test/acc"], run_id)
             trained += 1
     return trained
 
 
-def _train(cfg: RunConfig, seeds: list[int], execution: str, tracker: Tracker):
-    """The seeds of one config: as one vectorized stack when asked and possible, else one run at a time."""
-    if cfg.family == "restarts":  # a procedure that trains several solutions per seed
-        from techbench.training.restart_run import train_restart
-
-        for seed in seeds:
-            yield train_restart(cfg, seed, tracker, execution)
-        return
-    if execution == "vectorized" and len(seeds) > 1:
-        from techbench.training.vectorized import train_seeds, vectorizable
-        from techbench.workloads import load_dataset
-
-        why = vectorizable(cfg, len(load_dataset(cfg.data).x_train))
-        if why is None:
-            yield from train_seeds(cfg, seeds, tracker)
-            return
-        log.info("%s: sequential seeds (%s)", cfg.label, why)
-    for seed in seeds:
-        yield train_one(cfg, seed, tracker=tracker)
-
-
-def _warm_up(spec) -> None:
-    """One untimed epoch of the study's first run, unlogged: the first fit of a process pays one-time costs
+def _warm_up(spec: StudySpec) -> None:
+    """One untimed epoch of the study's first run, unrecorded: the first fit of a process pays one-time costs
     (library initialization, kernel selection) that would otherwise inflate one run's wall time."""
-    from dataclasses import replace
-
-    if not spec.runs:
-        return
-    cfg = spec.runs[0]
-    train_one(replace(cfg, train={**cfg.train, "epochs": 1}), seed=0)
+    if spec.runs:
+        cfg = spec.runs[0]
+        train_single(replace(cfg, train={**cfg.train, "epochs": 1}), seed=0)
 
 
-def export_study(params: Params, study: str, tracker: Tracker | None = None, out_dir=None):
-    """Write results/<study>/ from the MLflow runs of the current configuration."""
-    import json
-
-    from techbench import code_version
-    from techbench.analysis.results import bias_variance, collect, write_study_results
-
+def export_study(params: Params, study: str, tracker: Tracker | None = None, root: Path | None = None) -> Path:
+    """Write results/<study>/ from the finished records of the current configuration (probes included:
+    they were run by run_study and are read back, not run again)."""
     spec = params.study(study)
-    configs = spec.runs
     tracker = tracker or Tracker()
-    rows = collect(tracker, configs, spec.seeds)
-    described = {
-        f"{c.workload}/{c.label}": {
-            **_effective(c),
-            "config_hash": c.config_hash(),
-            "seeds": spec.seeds,
-            "code_version": code_version(),
-        }
-        for c in configs
-    }
-    out = write_study_results(study, rows, described, out_dir)
-    decomposition = bias_variance(tracker, configs, rows)
+    wanted = {(c.config_hash(), s) for c in spec.runs for s in range(spec.seeds)}
+    records = tracker.records(study, "run", wanted)
+    rows = []
+    for cfg in spec.runs:
+        rows += [row_from_record(records[key], cfg.train["target_val_acc"]) for key in _keys(cfg, spec, records)]
+    family = FAMILIES[spec.family] if spec.family else None
+    results = StudyResults(
+        study=study,
+        family=_family(family),
+        techniques={t: family.describe(t) for t in spec.techniques} if family else {},
+        configs={f"{c.workload}/{c.label}": _config(c, spec, records) for c in spec.runs},
+        runs=rows,
+        probes=probe_results(spec, params.hardware, tracker),
+    )
+    metrics = aggregate(rows, family.summary if family else ())
+    decomposition = bias_variance(tracker, spec, records)
     if decomposition:  # joins the DVC metrics, so `dvc metrics diff` shows bias² and variance too
-        metrics = json.loads((out / "metrics.json").read_text())
         metrics["bias_variance"] = decomposition
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    probes = {}
-    if spec.probes:
-        from techbench.probe_runs import run_probes
+    if results.probes:
+        metrics["probes"] = probe_means(results.probes)
+    return write_study(root or Path(params.paths["results"]), results, metrics, mean_curves(rows, CURVE_COLUMNS))
 
-        probes = run_probes(spec, params.hardware, tracker)
-    write_probe_results(out, probes)  # written (possibly empty) for every study: a declared DVC output
+
+def _keys(cfg: RunConfig, spec: StudySpec, records: dict) -> list[tuple[str, int]]:
+    return [(cfg.config_hash(), s) for s in range(spec.seeds) if (cfg.config_hash(), s) in records]
+
+
+def _family(family) -> dict | None:
+    if family is None:
+        return None
+    columns = [{"metric": c.metric, "header": c.header, "scale": c.scale, "digits": c.digits} for c in family.columns]
+    return {"name": family.name, "description": family.description, "columns": columns,
+            "summary": list(family.summary), "findings": family.findings}  # fmt: skip
+
+
+def _config(cfg: RunConfig, spec: StudySpec, records: dict[tuple[str, int], RunRecord]) -> dict:
+    """The configuration as it trained (from a finished record), else as requested; every slot's flags."""
+    trained = next((records[k].config for k in _keys(cfg, spec, records)), None)
+    config = dict(trained) if trained is not None else cfg.as_dict()
+    info = {f.name: f.describe(config[f.name]["name"]) for f in FAMILIES if f.name in config}
+    return {**config, "config_hash": cfg.config_hash(), "seeds": spec.seeds, "code_version": code_version(),
+            "trained": trained is not None, "info": info}  # fmt: skip
+
+
+def bias_variance(tracker: Tracker, spec: StudySpec, records: dict) -> dict:
+    """Per workload and variant: the decomposition of the test error over seeds (runs that saved their test
+    probabilities, ``train.save_predictions``); {} when no run did."""
+    out: dict = {}
+    for cfg in spec.runs:
+        if not cfg.train.get("save_predictions"):
+            continue
+        saved = [records[k] for k in _keys(cfg, spec, records) if "predictions/test.npz" in records[k].artifacts]
+        arrays = [np.load(io.BytesIO(tracker.artifact(r.run_id, "predictions/test.npz"))) for r in saved]
+        if len(arrays) >= 2:
+            parts = decompose_probs(np.stack([a["probs"].astype(np.float64) for a in arrays]), arrays[0]["labels"])
+            # "error" is DVC's marker of a metrics file it failed to read: the Brier error is "brier".
+            named = {("brier" if k == "error" else k): round(float(v), 6) for k, v in parts.items()}
+            out.setdefault(cfg.workload, {})[cfg.label] = named
     return out
-
-
-def _effective(cfg: RunConfig) -> dict:
-    """The configuration a run actually trained with (the batch regime applied), as the report shows it."""
-    from techbench.techniques.batching import apply_batching
-    from techbench.workloads import load_dataset
-
-    return apply_batching(cfg.as_dict(), len(load_dataset(cfg.data).x_train))
-
-
-def write_probe_results(out, probes: dict) -> None:
-    """probes.json for the report; the probes' per-row means join metrics.json for `dvc metrics diff`."""
-    import json
-
-    from techbench.analysis.stats import mean_ci
-
-    (out / "probes.json").write_text(json.dumps(probes, indent=1, default=str))
-    summary: dict = {}
-    for name, info in probes.items():
-        for run in info["runs"]:
-            for row in run["rows"]:
-                for k, v in row.items():
-                    if k != "row" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                        summary.setdefault(name, {}).setdefault(str(row["row"]), {}).setdefault(k, []).append(v)
-    means = {
-        p: {r: {k: round(mean_ci(v).mean, 6) for k, v in cols.items()} for r, cols in rows.items()}
-        for p, rows in summary.items()
-    }
-    metrics_file = out / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    metrics["probes"] = means
-    metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True))

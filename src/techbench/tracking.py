@@ -1,23 +1,36 @@
-"""The only owner of MLflow: where runs go, what identifies them, and how they are read back.
+"""The only owner of MLflow: where runs go, how a RunRecord is written, and how records are read back.
 
 One experiment per study. A run is identified by tags (study, technique, variant, config_hash, seed);
 ``config_hash`` covers the whole run config and the code version, so finished runs are found and skipped
-after an interruption, and reports read only the runs of the current configuration.
+after an interruption, and results read only the runs of the current configuration. A run is written in one
+call once it has ended (``write``): params (the flattened effective configuration), final metrics and per-step
+histories, artifacts, the record itself as ``record.json`` and, last, the ``complete`` tag: a run without it
+did not finish and is trained again on resume.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from techbench.records import RunRecord, flatten
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-CURVE_KEYS = ["train/loss", "train/acc", "val/loss", "val/acc", "lr", "time/epoch_s"]
+RECORD = "record.json"
+BATCH = 1000  # MLflow's limit of entries per log_batch
+PARAM_CHARS = 6000  # MLflow's limit of a param value
 
 
 def tracking_uri() -> str:
@@ -49,21 +62,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 class Tracker:
     def __init__(self, uri: str | None = None):
-        from mlflow.tracking import MlflowClient
-
         self.uri = uri or tracking_uri()
         self.client = MlflowClient(tracking_uri=self.uri)
         self._experiments: dict[str, str] = {}
@@ -77,6 +77,64 @@ class Tracker:
                 exp_id = exp.experiment_id
             self._experiments[study] = exp_id
         return self._experiments[study]
+
+    # --- writing ----------------------------------------------------------------------------------------------
+
+    def write(self, record: RunRecord) -> str:
+        """Write a finished run in one call; returns its run id (also set on the record)."""
+        tags = {**record.tags, "kind": record.kind, "git_commit": git_commit()}
+        if record.parent_run_id:
+            tags["mlflow.parentRunId"] = record.parent_run_id
+        run = self.client.create_run(self.experiment_id(record.study), run_name=record.name, tags=tags)
+        run_id = record.run_id = run.info.run_id
+        params = [Param(k, str(v)[:PARAM_CHARS]) for k, v in flatten(record.config).items()]
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in record.metrics.items() if v is not None]
+        for key, values in record.histories.items():
+            metrics += [Metric(key, float(v), now, i) for i, v in enumerate(values) if v is not None]
+        for i in range(0, len(params), 100):  # params go in smaller batches (their own, lower limit)
+            self.client.log_batch(run_id, params=params[i : i + 100])
+        for i in range(0, len(metrics), BATCH):
+            self.client.log_batch(run_id, metrics=metrics[i : i + BATCH])
+        self._artifacts(run_id, {**record.artifacts, RECORD: record.as_json()})
+        self.client.set_terminated(run_id, "KILLED" if record.outcome == "pruned" else "FINISHED")
+        self.client.set_tag(run_id, "complete", "1")  # last: the run counts as finished only now
+        return run_id
+
+    def _artifacts(self, run_id: str, artifacts: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            for rel, content in artifacts.items():
+                path = Path(tmp) / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    path.write_bytes(content)
+                elif isinstance(content, str):
+                    path.write_text(content)
+                else:
+                    path.write_text(json.dumps(content, default=str))
+                folder = str(Path(rel).parent) if Path(rel).parent != Path(".") else None
+                self.client.log_artifact(run_id, str(path), folder)
+
+    def start_parent(self, study: str, run_name: str, tags: dict[str, str]) -> str:
+        """A parent run (e.g. one per tuning study) that child runs point to; reused when it exists."""
+        existing = next(iter(self.search(study, tags, finished_only=False)), None)
+        if existing is not None:
+            return existing.info.run_id
+        run = self.client.create_run(
+            self.experiment_id(study), run_name=run_name, tags={**tags, "git_commit": git_commit()}
+        )
+        return run.info.run_id
+
+    def finish_parent(self, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
+        self.client.set_terminated(run_id, "FINISHED")
+
+    # --- reading ----------------------------------------------------------------------------------------------
 
     def search(self, study: str, filters: dict[str, str], finished_only: bool = True) -> Iterator[Any]:
         """Runs of a study whose tags equal ``filters`` (all pages)."""
@@ -100,33 +158,28 @@ class Tracker:
         filters = {"config_hash": config_hash, "seed": str(seed), "complete": "1"}
         return next(iter(self.search(study, filters)), None)
 
-    def logger(self, study: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None):
-        from lightning.pytorch.loggers import MLFlowLogger
+    def read(self, run_id: str) -> RunRecord:
+        """The record a run was written from."""
+        return RunRecord.from_json(json.loads(self.artifact(run_id, RECORD)), run_id)
 
-        tags = {**tags, "git_commit": git_commit()}
-        if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
-        self.experiment_id(study)  # created here once, never raced by the logger
-        return MLFlowLogger(
-            experiment_name=study,
-            run_name=run_name,
-            tracking_uri=self.uri,
-            tags=tags,
-            artifact_location=_artifact_location(self.uri),
-        )
+    def records(
+        self, study: str, kind: str = "run", wanted: set[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], RunRecord]:
+        """The finished records of a study of ``kind`` (only the (config_hash, seed) pairs ``wanted``, if given),
+        by (config_hash, seed); the newest wins."""
+        newest: dict[tuple[str, int], Any] = {}
+        for run in sorted(self.search(study, {"complete": "1", "kind": kind}), key=lambda r: r.info.start_time):
+            key = (run.data.tags["config_hash"], int(run.data.tags["seed"]))
+            if wanted is None or key in wanted:
+                newest[key] = run
+        return {key: self.read(run.info.run_id) for key, run in newest.items()}
 
-    def start_parent(self, study: str, run_name: str, tags: dict[str, str]) -> str:
-        """A parent run (e.g. one per tuning study) that child runs point to; reused when it exists."""
-        existing = next(iter(self.search(study, tags, finished_only=False)), None)
-        if existing is not None:
-            return existing.info.run_id
-        run = self.client.create_run(
-            self.experiment_id(study), run_name=run_name, tags={**tags, "git_commit": git_commit()}
-        )
-        return run.info.run_id
+    def artifact(self, run_id: str, path: str) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(self.client.download_artifacts(run_id, path, tmp)).read_bytes()
 
     def history(self, run_id: str, key: str) -> list[float]:
-        """Per-epoch values of a metric (logged with step = epoch), NaN where an epoch is missing."""
+        """Per-step values of a metric, NaN where a step is missing."""
         points = self.client.get_metric_history(run_id, key)
         by_step = {int(p.step): p.value for p in points}
         return [by_step.get(i, float("nan")) for i in range(max(by_step) + 1)] if by_step else []

@@ -1,27 +1,28 @@
 """Optuna tuning of one technique's hyperparameters over its declared search space.
 
 Storage defaults to sqlite:///optuna.db (OPTUNA_STORAGE or --storage override it; a PostgreSQL URL lets
-several `techbench tune` workers on several machines share one study). Each trial is an MLflow child
-run of one parent run per tuning study; trials are pruned by Optuna's Lightning callback.
+several `techbench tune` workers on several machines share one study). Each trial ends as one RunRecord
+(kind trial), an MLflow child run of one parent run per tuning study; trials are pruned by Optuna's Lightning
+callback, and a pruned trial's partial run is recorded too (outcome pruned).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna_integration import PyTorchLightningPruningCallback
 
-from techbench.analysis.results import RESULTS_DIR, collect
-from techbench.config import Params, RunConfig, slot_of
-from techbench.registry import Registry
+from techbench.analysis.rows import row_from_record
+from techbench.results import write_tuning
+from techbench.specs import Params, RunConfig
 from techbench.study import pending_runs
 from techbench.techniques import FAMILIES
 from techbench.tracking import Tracker, absolute_sqlite
-from techbench.training.run import run_name, run_tags, train_one
+from techbench.training.single import train_single
 
 log = logging.getLogger("techbench")
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -45,13 +46,35 @@ def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, 
     return hp
 
 
+class Pruning(PyTorchLightningPruningCallback):
+    """Optuna's Lightning pruning callback, made to stop the fit instead of raising out of it (as it already
+    does under DDP), so a pruned trial's partial run is still recorded; ``raise_if_pruned`` after fit."""
+
+    pruned_epoch: int | None = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        try:
+            super().on_validation_end(trainer, pl_module)
+        except optuna.TrialPruned:
+            self.pruned_epoch = pl_module.current_epoch
+            trainer.should_stop = True
+
+    @property
+    def pruned(self) -> bool:
+        return self.pruned_epoch is not None
+
+    def raise_if_pruned(self) -> None:
+        if self.pruned:
+            raise optuna.TrialPruned(f"Trial was pruned at epoch {self.pruned_epoch}.")
+        self.check_pruned()  # the DDP path's record of a pruned trial
+
+
 def study_name(cfg: RunConfig) -> str:
     return f"{cfg.study}/{cfg.technique}/{cfg.config_hash()}"
 
 
 def tune(
     cfg: RunConfig,
-    registry: Registry,
     trials: int,
     seed: int = 0,
     sampler_seed: int = 0,
@@ -59,10 +82,8 @@ def tune(
     tracker: Tracker | None = None,
 ) -> optuna.Study:
     """Run until the Optuna study holds ``trials`` finished (complete or pruned) trials."""
-    from optuna_integration import PyTorchLightningPruningCallback
-
     tracker = tracker or Tracker()
-    space = registry.get(cfg.technique).search_space
+    space = FAMILIES[cfg.family].registry.get(cfg.technique).search_space
     if not space:
         raise ValueError(f"{cfg.technique} declares no search space")
     name = study_name(cfg)
@@ -81,29 +102,24 @@ def tune(
     )
 
     def objective(trial: optuna.Trial) -> float:
-        hp = suggest(trial, space)
-        trial_cfg = cfg.with_technique_params(hp, variant=f"trial{trial.number}")
-        tags = {**run_tags(trial_cfg, seed), "kind": "trial", "optuna_trial": str(trial.number)}
-        logger = tracker.logger(cfg.study, f"{run_name(cfg, seed)}/trial{trial.number}", tags, parent)
-        pruning = PyTorchLightningPruningCallback(trial, monitor=OBJECTIVE)
-        try:
-            result = train_one(trial_cfg, seed, logger=logger, callbacks=[pruning])
-        except optuna.TrialPruned:
-            tracker.client.set_tag(logger.run_id, "outcome", "pruned")
-            tracker.client.set_terminated(logger.run_id, "KILLED")
-            raise
-        trial.set_user_attr("mlflow_run_id", result.run_id)
+        trial_cfg = cfg.with_technique_params(suggest(trial, space), variant=f"trial{trial.number}")
+        pruning = Pruning(trial, monitor=OBJECTIVE)
+        result = train_single(trial_cfg, seed, callbacks=[pruning])
+        if pruning.pruned:
+            result.outcome = "pruned"
+        record = result.record("trial", parent, optuna_trial=str(trial.number), optuna_study=name)
+        record.name += f"/trial{trial.number}"
+        trial.set_user_attr("mlflow_run_id", tracker.write(record))
+        pruning.raise_if_pruned()
         if result.outcome == "diverged":
             return 0.0  # a diverged configuration is the worst possible score, not a failed trial
-        return tracker.history(result.run_id, OBJECTIVE)[-1]
+        return record.histories[OBJECTIVE][-1]
 
     done = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
     if done < trials:
         study.optimize(objective, n_trials=trials - done)
-    tracker.client.log_metric(parent, "best/val_acc", study.best_value)
-    for k, v in study.best_params.items():
-        tracker.client.set_tag(parent, f"best.{k}", str(v))
-    tracker.client.set_terminated(parent, "FINISHED")
+    best = {f"best.{k}": str(v) for k, v in study.best_params.items()}
+    tracker.finish_parent(parent, {"best/val_acc": study.best_value}, best)
     return study
 
 
@@ -115,7 +131,7 @@ def tune_study(
     storage: str | None = None,
     force: bool = False,
     tracker: Tracker | None = None,
-    out_dir: Path | None = None,
+    root: Path | None = None,
 ) -> dict[str, Any]:
     """Tune each technique on the study's first workload, re-run its best configuration over the study's
     seeds (a tuned score on the validation set it was chosen on is biased upward), and write
@@ -124,17 +140,17 @@ def tune_study(
     budget = params.tuning.get(study)
     techniques = techniques or (budget.techniques if budget else [])
     tracker = tracker or Tracker()
-    registry = FAMILIES[spec.family].registry
     n_trials = trials or (budget.trials if budget else 20)
     seed, sampler_seed = (budget.seed, budget.sampler_seed) if budget else (0, 0)
     eval_seeds = (budget.eval_seeds if budget else 0) or spec.seeds
     summary: dict[str, Any] = {}
     for technique in techniques:
         base = spec.run(technique)
-        result = tune(base, registry, n_trials, seed, sampler_seed, storage, tracker)
+        result = tune(base, n_trials, seed, sampler_seed, storage, tracker)
         tuned = base.with_technique_params(result.best_params, variant="tuned")
         for cfg, s in pending_runs(tracker, [(tuned, s) for s in range(eval_seeds)], force):
-            train_one(cfg, s, tracker=tracker)
+            tracker.write(train_single(cfg, s).record())
+        records = tracker.records(study, "run", {(tuned.config_hash(), s) for s in range(eval_seeds)})
         states = [t.state.name for t in result.trials]
         summary[technique] = {
             "optuna_study": result.study_name,
@@ -142,11 +158,9 @@ def tune_study(
             "best_val_acc": result.best_value,
             "trials": len(states),
             "pruned": states.count("PRUNED"),
-            "default_params": {k: v for k, v in base.components[slot_of(base.family)].items() if k != "name"},
-            "runs": collect(tracker, [tuned], eval_seeds),
+            "default_params": {k: v for k, v in base.components[base.family].items() if k != "name"},
+            "runs": [row_from_record(r, tuned.train["target_val_acc"]) for _, r in sorted(records.items())],
         }
         log.info("tuned %s/%s: best val/acc %.4f with %s", study, technique, result.best_value, result.best_params)
-    out = (out_dir or RESULTS_DIR) / study
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tuning.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_tuning(root or Path(params.paths["results"]), study, summary)
     return summary

@@ -8,11 +8,18 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from techbench.analysis.rows import value
 from techbench.analysis.stats import Estimate, mean_ci, paired_diff_ci
 
 
 def by_seed(rows: list[dict[str, Any]], metric: str) -> dict[int, float]:
-    return {r["seed"]: r[metric] for r in rows if r.get(metric) is not None and math.isfinite(r[metric])}
+    """seed -> a row's value of ``metric`` (a derived key or a final metric name), finite values only."""
+    out = {}
+    for r in rows:
+        v = value(r, metric)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            out[r["seed"]] = v
+    return out
 
 
 def holm(pvalues: list[float]) -> list[float]:

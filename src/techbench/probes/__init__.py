@@ -6,20 +6,27 @@ lists probes under ``probes:`` in params.yaml; each (probe, seed) becomes one ML
 whose rows are logged as metrics ``<row>/<metric>`` and whose curves as metric histories, and the report
 shows each probe's rows as a table (mean ± 95% CI over seeds) plus the probe's own plot.
 
-Registry metadata a probe may declare:
-  plot:    fn(results: list[dict], path: Path) -> Path | None   results = ProbeResult.as_dict() per seed
-  verdict: fn(results: list[dict]) -> list[str]                 sentences for "What the numbers say"
-  family:  the study family it belongs to in `techbench list` (e.g. "gradient_computation")
+Flags (ProbeInfo): ``topic`` — the study topic it belongs to in `techbench list` (e.g. "gradient_computation").
+A probe's plot and its sentences for "What the numbers say" are report code (report/probes/).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from techbench.registry import Registry
+from techbench.registry import Info, Registry
 
-PROBES = Registry("probe")
+
+@dataclass(frozen=True)
+class ProbeInfo(Info):
+    topic: str | None = None
+    plot: Callable | None = None  # moving to report/probes
+    verdict: Callable | None = None  # moving to report/probes
+
+
+PROBES = Registry("probe", ProbeInfo)
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
     plot=plot,
     verdict=verdict,
     check=_check,
-    family="capacity",
+    topic="capacity",
 )
 def bias_variance_poly(ctx: ProbeContext, *, n, noise, sets, degrees, test_points):
     _check({"n": n, "noise": noise, "sets": sets, "degrees": degrees, "test_points": test_points})

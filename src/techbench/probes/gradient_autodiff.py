@@ -117,7 +117,7 @@ def _mode_plot(results, path):
     defaults=MODE_DEFAULTS,
     plot=_mode_plot,
     verdict=_mode_verdict("forward"),
-    family=FAMILY,
+    topic=FAMILY,
 )
 @threaded
 def forward_mode(ctx: ProbeContext, **hp) -> ProbeResult:
@@ -130,7 +130,7 @@ def forward_mode(ctx: ProbeContext, **hp) -> ProbeResult:
     defaults=MODE_DEFAULTS,
     plot=_mode_plot,
     verdict=_mode_verdict("reverse"),
-    family=FAMILY,
+    topic=FAMILY,
 )
 @threaded
 def reverse_mode(ctx: ProbeContext, **hp) -> ProbeResult:
@@ -288,7 +288,7 @@ def _gradcheck_verdict(results: list[dict]) -> list[str]:
         results, path, ["fd_max_rel_err", "manual_vs_autograd", "delta_out_vs_autograd"], "gradient check", log=True
     ),
     verdict=_gradcheck_verdict,
-    family=FAMILY,
+    topic=FAMILY,
 )
 @threaded
 def gradient_check(ctx: ProbeContext, **hp) -> ProbeResult:

@@ -136,7 +136,7 @@ def _loop_verdict(results: list[dict]) -> list[str]:
     defaults=VECTORIZATION_DEFAULTS,
     plot=lambda results, path: bar_plot(results, path, ["seconds"], "per-example loop", log=True),
     verdict=_loop_verdict,
-    family=FAMILY,
+    topic=FAMILY,
 )
 def per_example_loop(ctx: ProbeContext, **hp) -> ProbeResult:
     return _vectorization(ctx, hp, ("loop",))
@@ -148,7 +148,7 @@ def per_example_loop(ctx: ProbeContext, **hp) -> ProbeResult:
     defaults=VECTORIZATION_DEFAULTS,
     plot=lambda results, path: bar_plot(results, path, ["speedup_vs_loop", "seconds"], "vectorized", log=True),
     verdict=_vectorization_verdict,
-    family=FAMILY,
+    topic=FAMILY,
 )
 def vectorized(ctx: ProbeContext, **hp) -> ProbeResult:
     return _vectorization(ctx, hp, ("batched", "vmap"))

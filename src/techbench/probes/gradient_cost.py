@@ -90,7 +90,7 @@ def _finite_difference_seconds(model: nn.Module, x, y, device, h: float = 1e-3) 
         results, path, ["backward_over_forward", "forward_ms", "fd_ms"], "backprop cost by model size", log=False
     ),
     verdict=lambda results: _verdict(results),
-    family=FAMILY,
+    topic=FAMILY,
 )
 @threaded
 def backprop_cost(ctx: ProbeContext, **hp) -> ProbeResult:

@@ -31,7 +31,7 @@ from techbench.probes.gradient_common import (
     threaded,
     values,
 )
-from techbench.probes.memory import peak_step_memory, saved_tensor_bytes, tracked_step_memory
+from techbench.training.memory import peak_step_memory, saved_tensor_bytes, tracked_step_memory
 
 MB = 2**20
 
@@ -95,7 +95,7 @@ def _checkpoint_one(n: int, hp: dict[str, Any], seed: int, device: torch.device)
 CHECKPOINT_NOTE = (
     "Deep MLP of n blocks Linear({width})+ReLU, batch {batch_size}, MSE to random targets, SGD step; "
     "checkpointed = torch.utils.checkpoint.checkpoint_sequential with round(√n) segments (non-reentrant). "
-    "peak_mb: peak memory of one step (CUDA: max_memory_allocated; CPU: live tensor bytes, see probes/memory.py); "
+    "peak_mb: peak memory of one step (CUDA: max_memory_allocated; CPU: live tensor bytes, see training/memory.py); "
     "act_mb: the same peak without parameters, gradients and optimizer state (activations, batch, backward "
     "temporaries, recomputed segments); saved_mb: bytes autograd holds for backward at the end of the forward. "
     "*_ratio = checkpointed / plain. *_exponent_*: log-log least-squares slope of the memory against n over all "
@@ -112,7 +112,7 @@ CHECKPOINT_NOTE = (
     defaults={"depths": [4, 16, 64, 256], "width": 128, "batch_size": 256, "repeats": 5, "warmup": 1, "threads": 1},
     plot=lambda results, path: _checkpoint_plot(results, path),
     verdict=lambda results: _checkpoint_verdict(results),
-    family=FAMILY,
+    topic=FAMILY,
 )
 @threaded
 def grad_checkpointing(ctx: ProbeContext, **hp) -> ProbeResult:
@@ -242,7 +242,7 @@ def _train_params(ctx, hp, data, k: int) -> list[torch.Tensor]:
         f"×{fmt_ci(values(results, lab, 'time_ratio_vs_k1'), '.2f')} of k=1."
         for lab in row_labels(results, "act_ratio_vs_k1")[1:]
     ],
-    family=FAMILY,
+    topic=FAMILY,
 )
 @threaded
 def grad_accumulation(ctx: ProbeContext, **hp) -> ProbeResult:
@@ -279,7 +279,7 @@ def grad_accumulation(ctx: ProbeContext, **hp) -> ProbeResult:
         f"Study model on {eff} training examples split into k equal micro-batches, each loss divided by k, one SGD "
         f"step; compared with the same {eff} examples as one batch (k=1). rel_grad_diff = max|g_k − g_1| / "
         f"max|g_1| in {hp['dtype']} at the initial parameters; rel_param_diff_fp64: the same after "
-        f"{hp['train_steps']} float64 SGD steps (lr {hp['lr']}). peak_mb / act_mb as in probes/memory.py "
+        f"{hp['train_steps']} float64 SGD steps (lr {hp['lr']}). peak_mb / act_mb as in training/memory.py "
         f"(act_mb leaves out parameters, gradients, optimizer state); *_ratio_vs_k1 = value / value at k=1. "
         f"The model has no BatchNorm (whose batch statistics would make micro-batches differ)."
     )

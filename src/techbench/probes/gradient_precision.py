@@ -98,7 +98,7 @@ def _underflow_share(trainer: _Trainer, x: torch.Tensor, y: torch.Tensor, scale:
         results, path, ["speedup_vs_fp32", "acc_diff_pp", "step_ms"], "mixed precision vs float32"
     ),
     verdict=lambda results: _verdict(results),
-    family=FAMILY,
+    topic=FAMILY,
 )
 @threaded
 def mixed_precision(ctx: ProbeContext, **hp) -> ProbeResult:

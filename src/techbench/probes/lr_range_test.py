@@ -153,7 +153,7 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
     defaults={"min_lr": 1e-6, "max_lr": 10.0, "num_training": 100, "mode": "exponential", "early_stop_threshold": 0.0},
     plot=plot,
     verdict=verdict,
-    family="lr_schedules",
+    topic="lr_schedules",
 )
 def lr_range_test(
     ctx: ProbeContext, min_lr: float, max_lr: float, num_training: int, mode: str, early_stop_threshold: float

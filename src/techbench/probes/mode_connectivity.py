@@ -36,7 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from techbench.checks import component
 from techbench.probes import PROBES, ProbeContext, ProbeResult
+from techbench.specs import RunConfig
+from techbench.techniques import FAMILIES
+from techbench.training.procedure import ProcedureContext
+from techbench.workloads import DATASETS, MODELS
+from techbench.workloads.evaluation import evaluate
 
 PAIRS = {
     "different_init": "two initializations (new_model 0 and 1), batch orders 0 and 1",
@@ -54,30 +60,24 @@ def _check(hp: dict[str, Any]) -> None:
 
 
 def restart_context(ctx: ProbeContext):
-    """A RestartContext for the probe's workload: a `restarts` run config of the procedure `single`, with the
-    study's fixed components (slots the study leaves out get their family's default)."""
-    from techbench.checks import component
-    from techbench.config import HARDWARE_DEFAULTS, TRAIN_DEFAULTS, RunConfig
-    from techbench.techniques import FAMILIES
-    from techbench.training.restart_run import RestartContext
-    from techbench.workloads import DATASETS, MODELS
-
+    """A procedure context for the probe's workload: a `restart` run config of the procedure `single`, with
+    the study's fixed components (slots the study leaves out get their family's default)."""
     components = {
-        f.slot: component(f.slot, f.registry, f.default)
-        for f in FAMILIES.values()
-        if f.slot not in ctx.components and f.slot != "restart"
+        f.name: component(f.name, f.registry, f.default)
+        for f in FAMILIES
+        if f.name not in ctx.components and f.name != "restart"
     }
     cfg = RunConfig(
         study="probe",
-        family="restarts",
+        family="restart",
         technique="single",
         data=component("data", DATASETS, ctx.data),
         model=component("model", MODELS, ctx.model),
-        train={**TRAIN_DEFAULTS, **ctx.train},
+        train=dict(ctx.train),
         components={**components, **ctx.components, "restart": {"name": "single"}},
-        hardware={**HARDWARE_DEFAULTS, **ctx.hardware},
+        hardware=dict(ctx.hardware),
     )
-    return RestartContext(cfg, ctx.seed)
+    return ProcedureContext(cfg, ctx.seed)
 
 
 def train_pairs(rctx, epochs: int = 0) -> dict[str, tuple[nn.Module, nn.Module]]:
@@ -102,8 +102,6 @@ def interpolate(sa: dict[str, torch.Tensor], sb: dict[str, torch.Tensor], alpha:
 
 def path_metrics(model_a: nn.Module, model_b: nn.Module, data, alphas: list[float]) -> dict[str, list[float]]:
     """Train/test loss and accuracy of the interpolated model at each α."""
-    from techbench.training.evaluation import evaluate
-
     sa, sb = _state(model_a), _state(model_b)
     probe = copy.deepcopy(model_a).cpu()
     out: dict[str, list[float]] = {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": []}
@@ -210,7 +208,7 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
     check=_check,
     plot=plot,
     verdict=verdict,
-    family="restarts",
+    topic="restarts",
 )
 def mode_connectivity(ctx: ProbeContext, *, points, epochs, tolerance):
     _check({"points": points, "epochs": epochs, "tolerance": tolerance})
@@ -248,7 +246,7 @@ def mode_connectivity(ctx: ProbeContext, *, points, epochs, tolerance):
     buffers = [n for n, _ in next(iter(pairs.values()))[0].named_buffers()]
     notes = [
         f"Three solutions per seed trained by Lightning fits of the run path ({epochs or rctx.epochs} "
-        f"epochs each, model `{rctx.cfg.model['name']}`, optimizer `{rctx.config['optimizer']['name']}`); the loss "
+        f"epochs each, model `{rctx.cfg.model['name']}`, optimizer `{rctx.run['optimizer']['name']}`); the loss "
         f"evaluated at {points} evenly spaced α on the straight line between two of them ({secs:.1f} s per seed).",
         "different_init: initializations 0 and 1, batch orders 0 and 1; same_init: initialization 0 with batch "
         f"orders 0 and 1 (θ_a is shared). Barrier: max over α of the loss above the chord between the endpoint "

@@ -240,7 +240,7 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
     },
     plot=plot,
     verdict=verdict,
-    family="lr_stability",
+    topic="lr_stability",
 )
 def quadratic_gd(ctx: ProbeContext, *, d, kappa_values, lam_max, c_values, steps, momentum, tol, max_iters, digits):
     start = time.perf_counter()

@@ -63,21 +63,21 @@ def learning_curves(groups: dict[str, list[dict[str, Any]]], path: Path, title: 
     return save_figure(fig, path)
 
 
-def _sweep_value(label: str) -> tuple[str, str, float] | None:
-    """'sgd@lr=0.01' -> ('sgd', 'lr', 0.01); None for labels that are not single-axis numeric sweep points."""
-    technique, _, variant = label.partition("@")
-    name, eq, value = variant.partition("=")
-    if not eq or "," in value:
+def _sweep_value(rows: list[dict[str, Any]]) -> tuple[str, str, float] | None:
+    """(technique, hyperparameter, value) of a group's sweep point, read from its rows' ``sweep`` data; None
+    unless the point sets exactly one numeric value."""
+    point = rows[0].get("sweep") or {}
+    if len(point) != 1:
         return None
-    try:
-        return technique, name, float(value)
-    except ValueError:
+    key, value = next(iter(point.items()))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
+    return rows[0]["technique"], key.rsplit(".", 1)[-1], float(value)
 
 
 def sweep_plot(groups: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path | None:
     """Final training loss and test accuracy against a swept hyperparameter (diverged runs drawn as x)."""
-    points = {label: _sweep_value(label) for label in groups}
+    points = {label: _sweep_value(rows) for label, rows in groups.items() if rows}
     if not points or any(p is None for p in points.values()):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -107,5 +107,5 @@ def sweep_plot(groups: dict[str, list[dict[str, Any]]], path: Path, title: str) 
 
 
 def _final_train_loss(row: dict[str, Any]) -> float | None:
-    values = [v for v in row["curves"].get("train/loss") or [] if np.isfinite(v)]
+    values = [v for v in row["curves"].get("train/loss") or [] if v is not None and np.isfinite(v)]
     return values[-1] if values else None

@@ -1,9 +1,10 @@
 """Batch regimes ("Batch vs. Stochastic Gradient Descent"): how many examples each update sees.
 
-Each entry is a config transform ``(config, n_train, **hp) -> config`` applied to a run's resolved config
-before training: it sets train.batch_size, train.accumulate_grad_batches and, for the large-batch rules, the
-optimizer or its learning rate. The study's ``train.batch_size`` is the reference batch B₀ of the scaling
-rules, and ``epochs: 0`` keeps the study's epoch budget (full batch needs many more epochs: one update each).
+Each entry is a config transform ``(config, n_train, **hp) -> config`` applied to a run's config (the
+family's ``resolve`` hook) before training: it sets train.batch_size, train.accumulate_grad_batches and, for
+the large-batch rules, the optimizer or its learning rate. The study's ``train.batch_size`` is the reference
+batch B₀ of the scaling rules, and ``epochs: 0`` keeps the study's epoch budget (full batch needs many more
+epochs: one update each).
 """
 
 from __future__ import annotations
@@ -11,23 +12,45 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from techbench.registry import Registry
+from techbench.registry import Registry, build
+from techbench.techniques.family import Column, Family
+from techbench.techniques.optimizers import OPTIMIZERS
 
 BATCHING = Registry("batching")
+KEEP_EPOCHS = {"epochs": (0, None, True, True)}  # 0 = the study's epoch budget
 
 
-def apply_batching(config: dict[str, Any], n_train: int) -> dict[str, Any]:
-    """The run config with its batching regime (and a full-batch optimizer's batch size) applied."""
-    from techbench.techniques.optimizers import OPTIMIZERS
-
-    out = copy.deepcopy(config)
-    spec = out.get("batching") or {"name": "default"}
-    hp = {k: v for k, v in spec.items() if k != "name"}
-    out = BATCHING.get(spec["name"]).factory(out, n_train, **hp)
-    if OPTIMIZERS.get(out["optimizer"]["name"]).meta.get("full_batch"):
+def apply_batching(spec: dict[str, Any], config: dict[str, Any], n_train: int) -> dict[str, Any]:
+    """The run config with the batching regime ``spec`` (and a full-batch optimizer's batch size) applied."""
+    out = build(BATCHING, spec, copy.deepcopy(config), n_train)
+    if OPTIMIZERS.get(out["optimizer"]["name"]).info.full_batch:
         # L-BFGS and Newton are full-batch methods: their line search / Hessian assume the exact loss.
         out["train"]["batch_size"] = n_train
     return out
+
+
+class BatchingFamily(Family):
+    def resolve(self, spec: dict[str, Any], config: dict[str, Any], n_train: int) -> dict[str, Any]:
+        return apply_batching(spec, config, n_train)
+
+    def unstackable(self, spec: dict[str, Any], config: dict[str, Any]) -> str | None:
+        return None  # a regime only sets batch size, accumulation and the optimizer: the stack takes them as set
+
+
+FAMILY = BatchingFamily(
+    "batching",
+    BATCHING,
+    default={"name": "default"},
+    description="how many examples each update sees (Batch vs. Stochastic Gradient Descent)",
+    columns=(
+        Column("updates_to_target", "updates to target", 1, 0),
+        Column("throughput/samples_per_s", "throughput samples/s", 1, 0),
+        Column("memory/step_mb", "peak step memory MB", 1, 2),
+        Column("effective_batch", "batch", 1, 0),
+        Column("epochs_run", "epochs run", 1, 0),
+        Column("updates", "updates", 1, 0),
+    ),
+)
 
 
 def _set(config, batch_size: int, epochs: int = 0, accumulate: int = 1) -> dict[str, Any]:
@@ -47,6 +70,7 @@ def default(config, n_train):
     "full_batch",
     description="batch gradient descent: every update uses the whole training set",
     defaults={"epochs": 0},
+    bounds=KEEP_EPOCHS,
 )
 def full_batch(config, n_train, epochs):
     return _set(config, n_train, epochs)
@@ -56,6 +80,7 @@ def full_batch(config, n_train, epochs):
     "sgd_1",
     description="stochastic gradient descent: one example per update",
     defaults={"epochs": 0},
+    bounds=KEEP_EPOCHS,
 )
 def sgd_1(config, n_train, epochs):
     return _set(config, 1, epochs)
@@ -65,13 +90,19 @@ def _mini_batch(size: int):
     def fn(config, n_train, epochs):
         return _set(config, size, epochs)
 
-    BATCHING.register(f"mb_{size}", description=f"mini-batch gradient descent, batch {size}", defaults={"epochs": 0})(
-        fn
-    )
+    BATCHING.register(
+        f"mb_{size}",
+        description=f"mini-batch gradient descent, batch {size}",
+        defaults={"epochs": 0},
+        bounds=KEEP_EPOCHS,
+    )(fn)
 
 
 for _size in (8, 16, 32, 64, 128, 256, 512):
     _mini_batch(_size)
+
+
+SCALED_LR = (0.0, None, True, True)  # 0 = the optimizer's default lr scaled linearly from B₀ to B
 
 
 def _scaled_lr(config, batch_size: int) -> float:
@@ -82,6 +113,7 @@ def _scaled_lr(config, batch_size: int) -> float:
     "large_linear",
     description="large batch with the linear scaling rule: lr × B/B₀ (Goyal et al. 2017)",
     defaults={"batch_size": 512, "epochs": 0},
+    bounds=KEEP_EPOCHS,
 )
 def large_linear(config, n_train, batch_size, epochs):
     config["optimizer"]["lr"] = _scaled_lr(config, batch_size)
@@ -89,8 +121,6 @@ def large_linear(config, n_train, batch_size, epochs):
 
 
 def _large_with(optimizer: str, config, batch_size: int, epochs: int, lr: float) -> dict[str, Any]:
-    from techbench.techniques.optimizers import OPTIMIZERS
-
     defaults = OPTIMIZERS.get(optimizer).defaults
     # lr 0 = the optimizer's own default scaled linearly from B₀ to B, like large_linear.
     scaled = defaults["lr"] * batch_size / config["train"]["batch_size"]
@@ -102,6 +132,7 @@ def _large_with(optimizer: str, config, batch_size: int, epochs: int, lr: float)
     "large_lars",
     description="large batch with LARS: layer-wise trust ratio ‖w‖/‖∇w‖ scales each layer's step",
     defaults={"batch_size": 512, "epochs": 0, "lr": 0.0},
+    bounds={**KEEP_EPOCHS, "lr": SCALED_LR},
 )
 def large_lars(config, n_train, batch_size, epochs, lr):
     return _large_with("lars", config, batch_size, epochs, lr)
@@ -111,21 +142,17 @@ def large_lars(config, n_train, batch_size, epochs, lr):
     "large_lamb",
     description="large batch with LAMB: Adam's update rescaled per layer by a trust ratio",
     defaults={"batch_size": 512, "epochs": 0, "lr": 0.0},
+    bounds={**KEEP_EPOCHS, "lr": SCALED_LR},
 )
 def large_lamb(config, n_train, batch_size, epochs, lr):
     return _large_with("lamb", config, batch_size, epochs, lr)
-
-
-def _check_accumulate(hp: dict[str, Any]) -> None:
-    if hp["k"] < 1:
-        raise ValueError(f"k={hp['k']} must be >= 1")
 
 
 @BATCHING.register(
     "accumulate",
     description="gradient accumulation: k micro-batches of b examples, one update of k·b",
     defaults={"micro_batch": 32, "k": 4, "epochs": 0},
-    check=_check_accumulate,
+    bounds={**KEEP_EPOCHS, "k": (1, None, True, True)},
 )
 def accumulate(config, n_train, micro_batch, k, epochs):
     return _set(config, micro_batch, epochs, accumulate=k)

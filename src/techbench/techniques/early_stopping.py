@@ -8,25 +8,32 @@ the decision made from one new metric value.
 After fit each criterion callback tells what happened: ``stopped_epoch_run`` is the number of epochs trained when
 it stopped the run (1-based; ``None`` if it never fired) and ``reason`` says why, in words.
 
-Every entry has ``restore_best``: whether the caller restores the best-validation weights after fit (the
-factories ignore it). ``fixed_budget`` is the baseline that trains the whole epoch budget.
+Every entry has ``restore_best``: whether the best-validation weights are restored after fit (the factories
+ignore it; the family's ``select_weights`` hook does it). ``fixed_budget`` is the baseline that trains the whole
+epoch budget. The best weights are kept by Lightning's ModelCheckpoint (``BestWeights``); a run of a study that
+varies the stopping rule measures both its last and its best-validation weights, the fixed budget included.
 """
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
-import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
-from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
-from torch import Tensor
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from techbench.registry import Registry
+from techbench.registry import Registry, hyperparameters
+from techbench.techniques.family import Column, Family, Fit
+from techbench.techniques.stopping_criteria import (
+    MONITOR,
+    RelativeThresholdStopping,
+    SlopeStopping,
+    SmoothedStopping,
+    StoppingCriterion,
+)
+from techbench.workloads.evaluation import evaluate
 
-STOPPING = Registry("early_stopping")
-
-MONITOR = "val/loss"  # the metric every criterion watches (mode "min")
+STOPPING = Registry("stopping")
 
 PATIENCE_SPACE = {"patience": {"low": 1, "high": 20}}
 
@@ -34,159 +41,89 @@ PATIENCE_SPACE = {"patience": {"low": 1, "high": 20}}
 def build_stopping(spec: dict) -> list[Callback]:
     """The callbacks of the criterion ``{name: key, **hp}`` ([] for fixed_budget); ``restore_best`` is the caller's."""
     entry = STOPPING.get(spec["name"])
-    hp = {**entry.defaults, **{k: v for k, v in spec.items() if k != "name"}}
+    hp = hyperparameters(entry, spec)
     hp.pop("restore_best", None)
     return list(entry.factory(**hp))
 
 
-class StoppingCriterion(EarlyStopping):
-    """Lightning's EarlyStopping plus the run-level bookkeeping ``stopped_epoch_run`` and ``reason``.
+class BestWeights(ModelCheckpoint):
+    """The best-validation weights of a run: ModelCheckpoint (top 1 by val/loss, weights only) writing into a
+    temporary folder that lives as long as the run needs it."""
 
-    On its own this is plain patience (with an absolute ``min_delta``): an improvement is a value below
-    best − min_delta, and ``patience`` checks without one stop the run.
-    """
+    def __init__(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="techbench-best-")
+        super().__init__(dirpath=self._tmp.name, monitor=MONITOR, mode="min", save_top_k=1, save_weights_only=True)
+        self.best_epoch = 0  # 1-based: the number of epochs trained when the best weights were saved
 
-    def __init__(self, monitor: str = MONITOR, *, patience: int, min_delta: float = 0.0, mode: str = "min"):
-        super().__init__(
-            monitor=monitor, min_delta=min_delta, patience=patience, mode=mode, strict=True, check_finite=True
-        )
-        self.stopped_epoch_run: int | None = None
-        self.reason: str = f"{self.describe()}: not run yet"
-
-    def describe(self) -> str:
-        text = f"patience {self.patience}"
-        return f"{text}, min_delta {abs(self.min_delta):g}" if self.min_delta else text
-
-    def _score_name(self) -> str:
-        return self.monitor  # what best_score is the best of
-
-    def _run_early_stopping_check(self, trainer) -> None:
-        already_stopping = trainer.should_stop
-        super()._run_early_stopping_check(trainer)
-        if self.stopped_epoch_run is not None:
-            return
-        fired_here = self.stopping_reason is not EarlyStoppingReason.NOT_STOPPED
-        # Only this callback ran in between: a new should_stop is its decision reduced over the DDP processes.
-        fired_elsewhere = trainer.should_stop and not already_stopping
-        if fired_here or fired_elsewhere:
-            self.stopped_epoch_run = trainer.current_epoch + 1
-            detail = (self.stopping_reason_message or "the same criterion fired in another process").replace(
-                " Signaling Trainer to stop.", ""
-            )
-            self.reason = f"{self.describe()}: stopped after epoch {self.stopped_epoch_run}: {detail}"
-
-    def on_fit_end(self, trainer, pl_module) -> None:
-        if self.stopped_epoch_run is None:
-            best = float(self.best_score)
-            self.reason = (
-                f"{self.describe()}: did not fire; training ended after {trainer.current_epoch} epochs"
-                f" (best {self._score_name()} {best:.4g})"
-            )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "stopped_epoch_run": self.stopped_epoch_run, "reason": self.reason}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self.stopped_epoch_run = state_dict.get("stopped_epoch_run")
-        self.reason = state_dict.get("reason", self.reason)
+    def state(self) -> dict[str, torch.Tensor]:
+        """The best checkpoint's state dict (read once; the folder is removed afterwards)."""
+        ckpt = torch.load(self.best_model_path, map_location="cpu", weights_only=True)
+        self.best_epoch = int(ckpt["epoch"]) + 1
+        self._tmp.cleanup()
+        return ckpt["state_dict"]
 
 
-class RelativeThresholdStopping(StoppingCriterion):
-    """Patience where an improvement must beat the best by a fraction of it: x < best − rel_delta·|best|
-    (= best·(1 − rel_delta) for a positive best)."""
+class StoppingFamily(Family):
+    def _keeps_best(self, spec: dict[str, Any], config: dict[str, Any], criteria: list) -> bool:
+        # The stopping study records best-vs-last for every rule, the fixed budget included.
+        return bool(criteria) or bool(self.hp(spec)["restore_best"]) or config.get("family") == self.name
 
-    def __init__(self, monitor: str = MONITOR, *, rel_delta: float, patience: int, mode: str = "min"):
-        self.rel_delta = rel_delta
-        super().__init__(monitor, patience=patience, mode=mode)
+    def callbacks(self, spec: dict[str, Any], config: dict[str, Any]) -> list:
+        criteria = build_stopping(spec)
+        return [*criteria, BestWeights()] if self._keeps_best(spec, config, criteria) else criteria
 
-    def describe(self) -> str:
-        return f"relative threshold {self.rel_delta:g}, patience {self.patience}"
+    def unstackable(self, spec: dict[str, Any], config: dict[str, Any]) -> str | None:
+        if self._keeps_best(spec, config, build_stopping(spec)):  # a rule or best weights watch one model
+            return f"stopping {spec['name']}"
+        return None
 
-    def _evaluate_stopping_criteria(self, current: Tensor) -> tuple[bool, str | None]:
-        # Lightning's test is monitor_op(current - min_delta, best) with min_delta stored negated in min mode:
-        # setting the margin from the current best turns it into the relative test; the first (infinite) best
-        # needs no margin.
-        margin = self.rel_delta * float(self.best_score.abs()) if torch.isfinite(self.best_score) else 0.0
-        self.min_delta = margin if self.monitor_op == torch.gt else -margin
-        return super()._evaluate_stopping_criteria(current)
-
-
-class SmoothedStopping(StoppingCriterion):
-    """Patience on the exponential moving average s_t = β·s_{t−1} + (1−β)·x_t, s_1 = x_1 of the metric."""
-
-    def __init__(self, monitor: str = MONITOR, *, beta: float, patience: int, mode: str = "min"):
-        self.beta = beta
-        super().__init__(monitor, patience=patience, mode=mode)
-        self.values: list[float] = []  # the raw metric, one value per check
-        self.smoothed: list[float] = []  # its EMA, aligned with values
-
-    def describe(self) -> str:
-        return f"smoothed (EMA beta {self.beta:g}), patience {self.patience}"
-
-    def _score_name(self) -> str:
-        return f"EMA of {self.monitor}"
-
-    def _evaluate_stopping_criteria(self, current: Tensor) -> tuple[bool, str | None]:
-        if self.check_finite and not torch.isfinite(current):
-            return super()._evaluate_stopping_criteria(current)  # Lightning's non-finite stop
-        x = float(current)
-        s = x if not self.smoothed else self.beta * self.smoothed[-1] + (1.0 - self.beta) * x
-        self.values.append(x)
-        self.smoothed.append(s)
-        return super()._evaluate_stopping_criteria(torch.tensor(s, dtype=torch.float64))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "values": list(self.values), "smoothed": list(self.smoothed)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self.values = list(state_dict.get("values", []))
-        self.smoothed = list(state_dict.get("smoothed", []))
+    def select_weights(self, spec: dict[str, Any], fit: Fit) -> dict[str, float]:
+        """Epoch the criterion stopped at, the best-validation epoch, and test accuracy of the last and of the
+        best weights; with ``restore_best`` the best weights are loaded so the run's test metrics are theirs."""
+        best = next((c for c in fit.callbacks if isinstance(c, BestWeights)), None)
+        if best is None:
+            return {}
+        data, module = fit.data, fit.module
+        last = evaluate(module.model, data.x_test, data.y_test)
+        kept = {k: v.clone() for k, v in module.state_dict().items()}
+        module.load_state_dict(best.state())
+        best_eval = evaluate(module.model, data.x_test, data.y_test)
+        if not self.hp(spec)["restore_best"]:
+            module.load_state_dict(kept)
+        fired = next((c.stopped_epoch_run for c in fit.callbacks if getattr(c, "stopped_epoch_run", None)), None)
+        return {
+            "stop/epoch": float(fired or fit.epochs_run),
+            "stop/fired": float(fired is not None),
+            "stop/best_epoch": float(best.best_epoch),
+            "stop/epochs_saved": float(fit.config["train"]["epochs"] - fit.epochs_run),
+            "stop/test_acc_last": last["acc"],
+            "stop/test_acc_best": best_eval["acc"],
+            "stop/test_loss_last": last["loss"],
+            "stop/test_loss_best": best_eval["loss"],
+        }
 
 
-class SlopeStopping(StoppingCriterion):
-    """Stop once the least-squares slope of the metric over the last ``window`` checks is ≥ −min_slope, i.e. it
-    no longer falls by at least ``min_slope`` per epoch (Lightning's patience is unused)."""
-
-    def __init__(self, monitor: str = MONITOR, *, window: int, min_slope: float, mode: str = "min"):
-        self.window = int(window)
-        self.min_slope = float(min_slope)
-        super().__init__(monitor, patience=1, mode=mode)
-        self.values: list[float] = []  # the metric, one value per check
-        self.slopes: list[float | None] = []  # aligned with values; None until `window` values exist
-
-    def describe(self) -> str:
-        return f"slope over {self.window} epochs, min_slope {self.min_slope:g}"
-
-    def _evaluate_stopping_criteria(self, current: Tensor) -> tuple[bool, str | None]:
-        if self.check_finite and not torch.isfinite(current):
-            return super()._evaluate_stopping_criteria(current)  # Lightning's non-finite stop
-        self.values.append(float(current))
-        if self.monitor_op(current, self.best_score.to(current.device)):
-            self.best_score = current
-        if len(self.values) < self.window:
-            self.slopes.append(None)
-            return False, None
-        recent = np.asarray(self.values[-self.window :], dtype=np.float64)
-        slope = float(np.polyfit(np.arange(self.window, dtype=np.float64), recent, 1)[0])
-        self.slopes.append(slope)
-        improving = -slope if self.monitor_op == torch.lt else slope  # per-epoch improvement rate
-        if improving > self.min_slope:
-            return False, f"{self.monitor} slope over the last {self.window} records is {slope:.4g}"
-        self.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
-        return True, (
-            f"least-squares slope of {self.monitor} over the last {self.window} records is {slope:.4g},"
-            f" not an improvement of more than {self.min_slope:g} per record."
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "values": list(self.values), "slopes": list(self.slopes)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self.values = list(state_dict.get("values", []))
-        self.slopes = list(state_dict.get("slopes", []))
+FAMILY = StoppingFamily(
+    "stopping",
+    STOPPING,
+    default={"name": "fixed_budget"},
+    description="when to stop training because validation loss stopped improving (Early Stopping)",
+    columns=(
+        Column("stop/epoch", "stopped at epoch", 1, 1),
+        Column("stop/epochs_saved", "epochs saved", 1, 1),
+        Column("stop/test_acc_last", "test acc, last weights %", 100, 2),
+        Column("stop/test_acc_best", "test acc, best-val weights %", 100, 2),
+    ),
+    summary=(
+        "stop/epoch",
+        "stop/fired",
+        "stop/best_epoch",
+        "stop/epochs_saved",
+        "stop/test_acc_last",
+        "stop/test_acc_best",
+    ),
+    findings="techbench.report.families.stopping:findings",
+)
 
 
 @STOPPING.register(

@@ -8,12 +8,13 @@ timm 1.0 ships no gradient-centralization utility, so this is a torch optimizer 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from techbench.registry import Registry
+from techbench.registry import Entry, Registry
 
 
 @torch.no_grad()
@@ -60,28 +61,26 @@ def centralize_gradients(optimizer: torch.optim.Optimizer) -> torch.optim.Optimi
     return optimizer
 
 
-def register_gc_variants(registry: Registry) -> list[str]:
-    """Register ``<name>+gc`` for every first-order entry of ``registry``; returns the new keys.
+def add_gc_variant(registry: Registry, entry: Entry) -> None:
+    """Register ``<name>+gc`` for a first-order entry (a registry hook: every entry gets its variant).
 
-    Entries declaring a ``closure`` (L-BFGS, Newton) are skipped: they evaluate the gradient themselves, several
-    times per step, and use it as the true derivative of the loss (line search, curvature pairs, the Hessian's
-    right-hand side); a centralized gradient is not that derivative, so the method would no longer be itself.
+    Entries with a ``closure`` (L-BFGS, Newton) get none: they evaluate the gradient themselves, several times per
+    step, and use it as the true derivative of the loss (line search, curvature pairs, the Hessian's right-hand
+    side); a centralized gradient is not that derivative, so the method would no longer be itself. The variant is
+    not element-wise: the mean is taken over each weight's rows, which a stack of seeds would mix.
     """
-    added = []
-    for entry in list(registry):
-        if "closure" in entry.meta or entry.meta.get("modifier"):
-            continue
+    if entry.info.closure is not None or entry.info.modifier:
+        return
 
-        def build(model, _factory=entry.factory, **hp):
-            return centralize_gradients(_factory(model, **hp))
+    def build(model, _factory=entry.factory, **hp):
+        return centralize_gradients(_factory(model, **hp))
 
-        name = f"{entry.name}+gc"
-        registry.register(
-            name,
-            description=f"{entry.description} + gradient centralization",
-            defaults=entry.defaults,
-            search_space=entry.search_space,
-            **{**entry.meta, "modifier": "gc", "base": entry.name},
-        )(build)
-        added.append(name)
-    return added
+    registry.register(
+        f"{entry.name}+gc",
+        description=f"{entry.description} + gradient centralization",
+        defaults=entry.defaults,
+        search_space=entry.search_space,
+        bounds=entry.bounds,
+        check=entry.check,
+        **{**dataclasses.asdict(entry.info), "modifier": "gc", "base": entry.name, "elementwise": False},
+    )(build)

@@ -9,7 +9,9 @@ is the chapter's v_t = γ v_{t-1} + η g_t, θ -= v_t with v_t = η b_t (identic
 torch puts ε outside the square root (η g / (√G + ε)) where the chapter writes η g / √(G + ε);
 with ε = 1e-8 the two agree to float precision once G ≫ ε².
 
-Meta flags the training loop reads:
+Flags (OptimizerInfo) the training loop reads:
+  elementwise=True     each parameter's update depends on its own gradient and state only, so the seeds of a run
+                       can train as one vmap'd stack (the stacked executor) and follow their own trajectories.
   full_batch=True      train on the whole training set as one batch (one optimizer step per epoch): the method
                        assumes a deterministic objective (L-BFGS curvature pairs and line search, Newton's Hessian).
   closure="backward"   step(closure) with a closure that zeroes the gradients, recomputes the loss, backpropagates
@@ -18,24 +20,56 @@ Meta flags the training loop reads:
                        (Lightning manual optimization); step differentiates it itself.
   max_params=N         the factory raises ValueError for a model with more than N trainable parameters.
   modifier="gc", base  ``<base>+gc``: the base optimizer with gradient centralization (gradient_centralization.py).
+Every first-order entry (no closure) gets its ``<name>+gc`` variant when it is registered.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from timm.optim import Lamb, Lars, Lookahead
 from torch import nn
 
-from techbench.registry import Registry
-from techbench.techniques.gradient_centralization import register_gc_variants
+from techbench.registry import Info, Registry, build
+from techbench.techniques.family import Family
+from techbench.techniques.gradient_centralization import add_gc_variant
 from techbench.techniques.newton import Newton
 
-OPTIMIZERS = Registry("optimizer")
+
+@dataclass(frozen=True)
+class OptimizerInfo(Info):
+    elementwise: bool = False
+    closure: str | None = None  # None, "backward" or "loss_graph"
+    full_batch: bool = False
+    max_params: int | None = None
+    modifier: str | None = None
+    base: str | None = None
+
+
+OPTIMIZERS = Registry("optimizer", OptimizerInfo)
+OPTIMIZERS.on_register.append(lambda entry: add_gc_variant(OPTIMIZERS, entry))
 
 
 def build_optimizer(spec: dict, model: nn.Module) -> torch.optim.Optimizer:
-    hp = {k: v for k, v in spec.items() if k != "name"}
-    return OPTIMIZERS.get(spec["name"]).factory(model, **hp)
+    return build(OPTIMIZERS, spec, model)
+
+
+class OptimizerFamily(Family):
+    def build(self, spec: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(spec, model)
+
+    def unstackable(self, spec: dict[str, Any], config: dict[str, Any]) -> str | None:
+        return None if self.entry(spec).info.elementwise else f"optimizer {spec['name']} (not element-wise)"
+
+
+FAMILY = OptimizerFamily(
+    "optimizer",
+    OPTIMIZERS,
+    default={"name": "adam"},
+    description="how parameters are updated from gradients (Momentum and Advanced Optimizers)",
+)
 
 
 LR = {"low": 1e-4, "high": 1.0, "log": True}
@@ -46,6 +80,7 @@ LR = {"low": 1e-4, "high": 1.0, "log": True}
     description="plain (mini-batch) gradient descent: θ ← θ − η∇J",
     defaults={"lr": 0.01},
     search_space={"lr": LR},
+    elementwise=True,
 )
 def sgd(model, lr):
     return torch.optim.SGD(model.parameters(), lr=lr)
@@ -56,7 +91,7 @@ def sgd(model, lr):
     description="heavy-ball momentum: v ← γv + η∇J, θ ← θ − v",
     defaults={"lr": 0.01, "momentum": 0.9},
     search_space={"lr": {"low": 1e-4, "high": 0.3, "log": True}, "momentum": {"low": 0.5, "high": 0.99}},
-    has_momentum=True,
+    elementwise=True,
 )
 def momentum(model, lr, momentum):
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
@@ -67,7 +102,7 @@ def momentum(model, lr, momentum):
     description="Nesterov accelerated gradient: gradient at the look-ahead point θ − γv",
     defaults={"lr": 0.01, "momentum": 0.9},
     search_space={"lr": {"low": 1e-4, "high": 0.3, "log": True}, "momentum": {"low": 0.5, "high": 0.99}},
-    has_momentum=True,
+    elementwise=True,
 )
 def nesterov(model, lr, momentum):
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True)
@@ -78,6 +113,7 @@ def nesterov(model, lr, momentum):
     description="AdaGrad: G ← G + g², θ ← θ − η g / √(G + ε)",
     defaults={"lr": 0.01, "eps": 1e-8},
     search_space={"lr": LR},
+    elementwise=True,
 )
 def adagrad(model, lr, eps):
     return torch.optim.Adagrad(model.parameters(), lr=lr, eps=eps)
@@ -88,6 +124,7 @@ def adagrad(model, lr, eps):
     description="RMSProp: G ← βG + (1−β)g², θ ← θ − η g / √(G + ε)",
     defaults={"lr": 0.001, "beta": 0.9, "eps": 1e-8},
     search_space={"lr": {"low": 1e-5, "high": 1e-1, "log": True}},
+    elementwise=True,
 )
 def rmsprop(model, lr, beta, eps):
     return torch.optim.RMSprop(model.parameters(), lr=lr, alpha=beta, eps=eps)
@@ -98,7 +135,7 @@ def rmsprop(model, lr, beta, eps):
     description="Adam: bias-corrected first and second moments, θ ← θ − η m̂ / (√v̂ + ε)",
     defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
     search_space={"lr": {"low": 1e-5, "high": 1e-1, "log": True}},
-    has_betas=True,
+    elementwise=True,
 )
 def adam(model, lr, beta1, beta2, eps):
     return torch.optim.Adam(model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps)
@@ -112,7 +149,7 @@ def adam(model, lr, beta1, beta2, eps):
         "lr": {"low": 1e-5, "high": 1e-1, "log": True},
         "weight_decay": {"low": 1e-5, "high": 1e-1, "log": True},
     },
-    has_betas=True,
+    elementwise=True,
 )
 def adamw(model, lr, beta1, beta2, eps, weight_decay):
     return torch.optim.AdamW(model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
@@ -124,7 +161,7 @@ def adamw(model, lr, beta1, beta2, eps, weight_decay):
     "for the first steps (torch: while ρ_t ≤ 5, i.e. t ≤ 5 at β2 = 0.999) it steps θ ← θ − η m̂ un-adapted",
     defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
     search_space={"lr": {"low": 1e-5, "high": 1e-1, "log": True}},
-    has_betas=True,
+    elementwise=True,
 )
 def radam(model, lr, beta1, beta2, eps):
     return torch.optim.RAdam(model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps)
@@ -177,7 +214,6 @@ def _check_lookahead(hp):
         "k": {"low": 3, "high": 10},
         "alpha": {"low": 0.3, "high": 0.9},
     },
-    has_betas=True,
     check=_check_lookahead,
 )
 def lookahead(model, lr, beta1, beta2, eps, k, alpha):
@@ -195,7 +231,6 @@ def lookahead(model, lr, beta1, beta2, eps, k, alpha):
         "lr": {"low": 1e-4, "high": 1e-1, "log": True},
         "weight_decay": {"low": 1e-4, "high": 1e-1, "log": True},
     },
-    has_betas=True,
 )
 def lamb(model, lr, beta1, beta2, eps, weight_decay):
     # always_adapt: timm skips the trust ratio when weight_decay == 0 (plain Adam then); LAMB always adapts.
@@ -216,7 +251,6 @@ def _check_lars(hp):
     "v ← μv + λ(g + βθ), θ ← θ − η v; applied to every tensor, biases included, no LARC clipping",
     defaults={"lr": 1.0, "momentum": 0.9, "trust_coeff": 0.001, "weight_decay": 5e-4},
     search_space={"lr": {"low": 1e-2, "high": 10.0, "log": True}},
-    has_momentum=True,
     check=_check_lars,
 )
 def lars(model, lr, momentum, trust_coeff, weight_decay):
@@ -278,7 +312,3 @@ def newton(model, lr, damping):
             f"(the exact Hessian is {n}×{n} and the solve O(P³)); use lbfgs or a smaller model"
         )
     return Newton(model.parameters(), lr=lr, damping=damping)
-
-
-# After every base entry, so each first-order optimizer above gets its "+gc" variant.
-GC_VARIANTS = register_gc_variants(OPTIMIZERS)

@@ -5,48 +5,58 @@ gradient term is (λ/m)·w and plain SGD shrinks each weight by the factor (1 �
 L1 adds λ/m·Σ|w|, gradient term (λ/m)·sign(w). Because the training loss is a mean over the mini-batch, the
 same penalty is added to every mini-batch's loss (the cost J is the mean over m examples plus one penalty).
 
-A factory ``(model, n_train, **hp) -> Regularizer`` returns the penalty to add to the loss and, for decoupled
+A factory ``(model, n_train, **hp) -> Objective`` returns the penalty to add to the loss and, for decoupled
 weight decay, the shrink applied to the weights before each optimizer step (AdamW's form, for any optimizer).
+Every run also measures its weights (norm, exact and near zeros) through this family's ``measure`` hook.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from techbench.registry import Registry
+from techbench.registry import Info, Registry, build
+from techbench.techniques.family import Column, Family, Objective
 
-REGULARIZERS = Registry("regularization")
+
+@dataclass(frozen=True)
+class RegularizerInfo(Info):
+    stackable: bool = False  # the penalty of a stack of seeds is not yet written per seed
+
+
+REGULARIZERS = Registry("regularizer", RegularizerInfo)
 
 LAM_SPACE = {"lam": {"low": 1e-3, "high": 10.0, "log": True}}
 
 
-@dataclass
-class Regularizer:
-    # penalty(model) -> scalar tensor added to the training loss; None = no penalty term
-    penalty: Callable[[nn.Module], torch.Tensor] | None = None
-    # (parameter, shrink coefficient c): before each step w ← w − lr·c·w (decoupled weight decay)
-    decay: list[tuple[nn.Parameter, float]] | None = None
-    # (parameter, threshold coefficient c): after each step w ← sign(w)·max(|w| − lr·c, 0) (L1's proximal step)
-    prox: list[tuple[nn.Parameter, float]] | None = None
-
-    @torch.no_grad()
-    def decay_(self, lr: float) -> None:
-        for p, c in self.decay or []:
-            p.mul_(1.0 - lr * c)
-
-    @torch.no_grad()
-    def prox_(self, lr: float) -> None:
-        for p, c in self.prox or []:
-            p.copy_(p.sign() * (p.abs() - lr * c).clamp_min(0.0))
+def build_regularizer(spec: dict, model: nn.Module, n_train: int) -> Objective:
+    return build(REGULARIZERS, spec, model, max(int(n_train), 1))
 
 
-def build_regularizer(spec: dict, model: nn.Module, n_train: int) -> Regularizer:
-    hp = {k: v for k, v in spec.items() if k != "name"}
-    return REGULARIZERS.get(spec["name"]).factory(model, max(int(n_train), 1), **hp)
+class RegularizerFamily(Family):
+    def objective(self, spec: dict[str, Any], model: nn.Module, n_train: int) -> Objective:
+        return build_regularizer(spec, model, n_train)
+
+    def measure(self, spec: dict[str, Any], model: nn.Module, data: Any) -> dict[str, float]:
+        return weight_stats(model)
+
+
+FAMILY = RegularizerFamily(
+    "regularizer",
+    REGULARIZERS,
+    default={"name": "none"},
+    description="weight penalties (Regularization Techniques: L1 and L2)",
+    columns=(
+        Column("weights/l2_norm", "‖W‖₂", 1, 2),
+        Column("weights/zero_frac", "exact zeros %", 100, 2),
+        Column("weights/near_zero_frac", "near-zero (abs < 1e-3) %", 100, 1),
+    ),
+    summary=("weights/l2_norm", "weights/zero_frac", "weights/near_zero_frac"),
+    findings="techbench.report.families.regularization:findings",
+)
 
 
 def weight_params(model: nn.Module, include_bias: bool = True) -> list[nn.Parameter]:
@@ -67,9 +77,9 @@ def _l1(params: list[nn.Parameter], coef: float):
     return lambda model: coef * sum(p.abs().sum() for p in params)
 
 
-@REGULARIZERS.register("none", description="no penalty (the baseline)")
+@REGULARIZERS.register("none", description="no penalty (the baseline)", stackable=True)
 def none(model, n_train):
-    return Regularizer()
+    return Objective()
 
 
 @REGULARIZERS.register(
@@ -79,7 +89,7 @@ def none(model, n_train):
     search_space=LAM_SPACE,
 )
 def l2(model, n_train, lam):
-    return Regularizer(penalty=_l2(weight_params(model), lam / (2 * n_train)))
+    return Objective(penalty=_l2(weight_params(model), lam / (2 * n_train)))
 
 
 @REGULARIZERS.register(
@@ -89,7 +99,7 @@ def l2(model, n_train, lam):
     search_space=LAM_SPACE,
 )
 def l2_no_bias(model, n_train, lam):
-    return Regularizer(penalty=_l2(weight_params(model, include_bias=False), lam / (2 * n_train)))
+    return Objective(penalty=_l2(weight_params(model, include_bias=False), lam / (2 * n_train)))
 
 
 @REGULARIZERS.register(
@@ -99,7 +109,7 @@ def l2_no_bias(model, n_train, lam):
     search_space=LAM_SPACE,
 )
 def l1(model, n_train, lam):
-    return Regularizer(penalty=_l1(weight_params(model, include_bias=False), lam / n_train))
+    return Objective(penalty=_l1(weight_params(model, include_bias=False), lam / n_train))
 
 
 @REGULARIZERS.register(
@@ -111,7 +121,7 @@ def l1(model, n_train, lam):
 def l1_proximal(model, n_train, lam):
     # A subgradient step almost never lands exactly on 0; the proximal step (ISTA) sets every weight whose
     # magnitude is below the threshold to exactly 0, which is how L1 produces sparse solutions.
-    return Regularizer(prox=[(p, lam / n_train) for p in weight_params(model, include_bias=False)])
+    return Objective(prox=[(p, lam / n_train) for p in weight_params(model, include_bias=False)])
 
 
 @REGULARIZERS.register(
@@ -124,7 +134,7 @@ def elastic_net(model, n_train, lam, l1_ratio):
     params = weight_params(model, include_bias=False)
     l1_term = _l1(params, lam * l1_ratio / n_train)
     l2_term = _l2(params, lam * (1 - l1_ratio) / (2 * n_train))
-    return Regularizer(penalty=lambda m: l1_term(m) + l2_term(m))
+    return Objective(penalty=lambda m: l1_term(m) + l2_term(m))
 
 
 @REGULARIZERS.register(
@@ -136,7 +146,7 @@ def elastic_net(model, n_train, lam, l1_ratio):
 def weight_decay(model, n_train, lam):
     # With the same λ/m scale as l2, plain SGD makes identical updates under both; adaptive optimizers do not
     # (their preconditioner rescales a coupled penalty's gradient but not a decoupled shrink).
-    return Regularizer(decay=[(p, lam / n_train) for p in weight_params(model, include_bias=False)])
+    return Objective(decay=[(p, lam / n_train) for p in weight_params(model, include_bias=False)])
 
 
 def _check_layerwise(hp: dict) -> None:
@@ -155,7 +165,7 @@ def l2_layerwise(model, n_train, lam_first, lam_last):
     layers = weighted_layers(model)
     lams = geometric(lam_first, lam_last, len(layers))
     terms = [(layer.weight, lam / (2 * n_train)) for layer, lam in zip(layers, lams, strict=True)]
-    return Regularizer(penalty=lambda model: sum(c * w.pow(2).sum() for w, c in terms))
+    return Objective(penalty=lambda model: sum(c * w.pow(2).sum() for w, c in terms))
 
 
 def geometric(first: float, last: float, n: int) -> list[float]:

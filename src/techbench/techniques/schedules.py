@@ -2,8 +2,9 @@
 
 Each entry is a factory ``(optimizer, *, epochs, steps_per_epoch, **hp) -> dict | None`` that returns a Lightning
 lr-scheduler config ``{"scheduler", "interval", "frequency"[, "monitor"]}`` (None: the LR stays constant), and
-declares ``meta["lr_at"]``: the chapter's formula as a pure function ``lr_at(t, base_lr, total_steps,
-steps_per_epoch, **hp)`` of the update index t (the LR that update t uses), which the tests hold torch to.
+declares (ScheduleInfo) ``lr_at``: the chapter's formula as a pure function ``lr_at(t, base_lr, total_steps,
+steps_per_epoch, **hp)`` of the update index t (the LR that update t uses), which the tests hold torch to, or
+``monitor``: the validation metric a schedule with no such formula reacts to.
 
 Every schedule but plateau steps once per optimizer update, so its shape over the run is the same at any batch
 size; periods and rates are given per epoch and converted here. ``steps_per_epoch`` must count optimizer updates
@@ -14,22 +15,48 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.optim import lr_scheduler as sched
 
 from techbench.checks import require
-from techbench.registry import Registry
+from techbench.registry import Info, Registry, build
+from techbench.techniques.family import Family
 
-SCHEDULES = Registry("schedule")
+
+@dataclass(frozen=True)
+class ScheduleInfo(Info):
+    lr_at: Callable[..., float] | None = None
+    monitor: str | None = None  # a schedule driven by a validation metric (one value per seed)
+
+
+SCHEDULES = Registry("schedule", ScheduleInfo)
 
 
 def build_schedule(spec: dict, optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int) -> dict | None:
     if epochs < 1 or steps_per_epoch < 1:
         raise ValueError(f"a schedule needs epochs >= 1 and steps_per_epoch >= 1, got {epochs}, {steps_per_epoch}")
-    entry = SCHEDULES.get(spec["name"])
-    hp = {**entry.defaults, **{k: v for k, v in spec.items() if k != "name"}}
-    return entry.factory(optimizer, epochs=int(epochs), steps_per_epoch=int(steps_per_epoch), **hp)
+    return build(SCHEDULES, spec, optimizer, epochs=int(epochs), steps_per_epoch=int(steps_per_epoch))
+
+
+class ScheduleFamily(Family):
+    def build(self, spec: dict[str, Any], optimizer, *, epochs: int, steps_per_epoch: int) -> dict | None:
+        return build_schedule(spec, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch)
+
+    def unstackable(self, spec: dict[str, Any], config: dict[str, Any]) -> str | None:
+        monitor = self.entry(spec).info.monitor
+        return None if monitor is None else f"schedule {spec['name']} (one {monitor} per seed)"
+
+
+FAMILY = ScheduleFamily(
+    "schedule",
+    SCHEDULES,
+    default={"name": "constant"},
+    description="how the learning rate changes over a run (Learning Rate Selection)",
+)
 
 
 def _config(scheduler, interval: str = "step", **extra) -> dict:
@@ -275,11 +302,9 @@ def cosine_restarts(optimizer, *, epochs, steps_per_epoch, period_epochs, period
     defaults={"gamma": 0.1, "patience": 3, "min_lr": 0.0},
     search_space={"gamma": {"low": 0.1, "high": 0.7}, "patience": {"low": 1, "high": 10}},
     # No pure function of t: when the LR drops depends on the validation losses the run produces.
-    lr_at=None,
-    check=require(
-        ("gamma < 1", lambda hp: hp["gamma"] < 1.0),
-        ("patience >= 0", lambda hp: hp["patience"] >= 0),
-    ),
+    monitor="val/loss",
+    bounds={"patience": (0, None, True, True)},  # torch's patience 0: drop after the first epoch without a gain
+    check=require(("gamma < 1", lambda hp: hp["gamma"] < 1.0)),
 )
 def plateau(optimizer, *, epochs, steps_per_epoch, gamma, patience, min_lr):
     scheduler = sched.ReduceLROnPlateau(optimizer, mode="min", factor=gamma, patience=patience, min_lr=min_lr)

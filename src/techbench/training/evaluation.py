@@ -1,68 +1,61 @@
-"""Measurements taken on a trained model after fit: calibration, Monte-Carlo dropout predictions, weight norms
-and sparsity, learned dropout rates, and the test-set probabilities the capacity study decomposes into bias²
-and variance over seeds."""
+"""The one post-fit evaluation every executor shares: each family chooses the weights it keeps
+(``select_weights``), then the kept model is scored on test and train, its calibration measured, and each family
+adds its own measurements (``measure``). Also the record of a run's wall time, updates and throughput."""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import platform
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-ECE_BINS = 15
+from techbench.specs import EffectiveRun
+from techbench.techniques import FAMILIES
+from techbench.workloads import DataSplits
+from techbench.workloads.evaluation import evaluate, predict_probs, scores
 
 
-@torch.no_grad()
-def predict_probs(model: nn.Module, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """Softmax probabilities in eval mode (dropout off), on CPU."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = torch.cat([F.softmax(model(x[i : i + chunk].to(device)).float(), 1).cpu() for i in range(0, len(x), chunk)])
-    model.train(was_training)
+def select_weights(run: EffectiveRun, data: DataSplits, fit) -> dict[str, float]:
+    """Every family's choice of the weights a fit keeps (e.g. restored best-validation weights), in order."""
+    out: dict[str, float] = {}
+    for family in FAMILIES:
+        out.update(family.select_weights(run[family.name], fit.fit_for(family.name, run, data)))
     return out
 
 
-def scores(probs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Accuracy, negative log-likelihood and expected calibration error (15 equal-width bins, L1) of
-    predicted probabilities."""
-    from torchmetrics.functional.classification import multiclass_calibration_error
-
-    nll = F.nll_loss(probs.clamp_min(1e-12).log(), y)
-    ece = multiclass_calibration_error(probs, y, num_classes=probs.shape[1], n_bins=ECE_BINS, norm="l1")
-    return {"acc": float((probs.argmax(1) == y).float().mean()), "nll": float(nll), "ece": float(ece)}
-
-
-def post_fit_metrics(model: nn.Module, config: dict[str, Any], data) -> tuple[dict[str, float], torch.Tensor]:
-    """Metrics every run records after fit, and the test probabilities they came from."""
-    from techbench.techniques.dropout import DROPOUT, learned_rates, mc_predict
-    from techbench.techniques.regularization import weight_stats
-
+def measure(run: EffectiveRun, model: nn.Module, data: DataSplits) -> tuple[dict[str, float], torch.Tensor]:
+    """Test and train scores, calibration and every family's measurements of a trained model; and its test
+    probabilities (kept as an artifact by runs that save predictions)."""
+    test = evaluate(model, data.x_test, data.y_test)
+    metrics = {"test/acc": test["acc"], "test/loss": test["loss"]}
+    metrics["train/final_acc"] = evaluate(model, data.x_train, data.y_train)["acc"]
+    metrics["gen_gap"] = metrics["train/final_acc"] - metrics["test/acc"]
     probs = predict_probs(model, data.x_test)
-    metrics = {f"calibration/{k}": v for k, v in scores(probs, data.y_test).items() if k != "acc"}
-    metrics.update(weight_stats(model))
-    metrics.update({f"dropout/p_{layer}": p for layer, p in learned_rates(model).items()})
-    spec = config.get("dropout") or {"name": "none"}
-    if DROPOUT.get(spec["name"]).meta.get("mc"):
-        with torch.random.fork_rng(devices=[]):  # the MC masks must not shift the run's random stream
-            torch.manual_seed(0)
-            mc = mc_predict(model, data.x_test, int(spec["samples"]))
-        metrics.update({f"mc/test_{k}": v for k, v in scores(mc, data.y_test).items()})
+    metrics.update({f"calibration/{k}": v for k, v in scores(probs, data.y_test).items() if k != "acc"})
+    for family in FAMILIES:
+        metrics.update(family.measure(run[family.name], model, data))
     return metrics, probs
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> dict[str, float]:
-    """Accuracy and mean cross-entropy on a whole split in eval mode (what trainer.test would log)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loss, correct = 0.0, 0
-    for i in range(0, len(x), chunk):
-        logits = model(x[i : i + chunk].to(device)).float().cpu()
-        loss += float(F.cross_entropy(logits, y[i : i + chunk], reduction="sum"))
-        correct += int((logits.argmax(1) == y[i : i + chunk]).sum())
-    model.train(was_training)
-    n = max(len(x), 1)
-    return {"acc": correct / n, "loss": loss / n}
+def throughput(run: EffectiveRun, updates: int, epochs: int, seconds: float, stack: int = 1) -> dict[str, float]:
+    """Updates per epoch and made, examples per second of fit time (a stack of K seeds processes K times the
+    examples), and the batch of one update."""
+    return {
+        "steps_per_epoch": float(run.steps_per_epoch),
+        "updates": float(updates),
+        "throughput/samples_per_s": run.n_train * epochs * stack / seconds if seconds > 0 else float("nan"),
+        "effective_batch": float(run.train["batch_size"] * run.train["accumulate_grad_batches"] * run.world_size),
+    }
+
+
+def machine() -> str:
+    """Where a run trained (CPU model and cores, GPU, torch version): reports show the training machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"

@@ -1,21 +1,27 @@
-"""The one LightningModule every run uses: a model, a cross-entropy loss and the run's techniques
-(optimizer, learning-rate schedule, weight penalty or decoupled decay; the batch regime and the dropout variant
-are applied to the config and the model before this is built)."""
+"""The one LightningModule every run uses: a model, the workload's loss and the run's techniques. The optimizer
+and the scheduler come from their families' ``build``; the cost adds every family's objective (weight penalties,
+concrete dropout's terms) with decoupled decay and L1's proximal step around the optimizer step. The batch
+regime and the dropout variant were applied to the configuration and the model before this is built."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from techbench.techniques.optimizers import OPTIMIZERS, build_optimizer
+from techbench.specs import EffectiveRun
+from techbench.techniques import FAMILIES, OPTIMIZERS, Objective
+from techbench.workloads import loss_fn
+
+CURVES = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "time/epoch_s")  # per epoch, step = epoch
 
 
-class _Running:
+class Running:
     """Sum of loss, correct predictions and examples over an epoch, kept as tensors: logging once per
     epoch instead of through per-step metric objects keeps the per-step overhead of small models low."""
 
@@ -35,78 +41,99 @@ class _Running:
         return self.loss / n, self.correct.float() / n
 
 
-class TechniqueModule(L.LightningModule):
-    def __init__(self, model: nn.Module, run_config: dict[str, Any], num_classes: int, n_train: int = 1):
-        super().__init__()
-        from techbench.techniques.regularization import build_regularizer
+class FitLog:
+    """What a fit leaves for its run record: per-epoch values, epoch times and the divergence step. Under a
+    spawning DDP strategy the module trains in other processes, so rank 0 also writes it to ``outbox``."""
 
-        self.model = model
-        self.cfg = run_config
-        self.num_classes = num_classes
-        self.regularizer = build_regularizer(run_config.get("regularizer") or {"name": "none"}, model, n_train)
-        self.val_losses: list[float] = []
-        self.divergence_loss = float(run_config["train"]["divergence_loss"])
-        self.diverged_step: int | None = None
+    def __init__(self, outbox: Path | None = None):
+        self.epochs: dict[int, dict[str, float]] = {}
         self.epoch_times: list[float] = []
+        self.diverged_step: int | None = None
+        self.global_step = 0
+        self.outbox = outbox
+
+    def put(self, epoch: int, values: dict[str, float]) -> None:
+        self.epochs.setdefault(epoch, {}).update(values)
+
+    def histories(self) -> dict[str, list[float]]:
+        n = max(self.epochs, default=-1) + 1
+        keys = list(dict.fromkeys(k for e in self.epochs.values() for k in e))
+        return {k: [self.epochs.get(e, {}).get(k, float("nan")) for e in range(n)] for k in keys}
+
+    def dump(self) -> None:
+        if self.outbox is not None:
+            state = {"epochs": self.epochs, "epoch_times": self.epoch_times, "diverged_step": self.diverged_step,
+                     "global_step": self.global_step}  # fmt: skip
+            self.outbox.write_text(json.dumps(state))
+
+    def load(self) -> None:
+        """Take over rank 0's log when the fit ran in spawned processes (this process's copy is empty)."""
+        if self.outbox is not None and self.outbox.is_file() and not self.epoch_times:
+            state = json.loads(self.outbox.read_text())
+            self.epochs = {int(k): v for k, v in state["epochs"].items()}
+            self.epoch_times, self.diverged_step = state["epoch_times"], state["diverged_step"]
+            self.global_step = state["global_step"]
+
+
+class TechniqueModule(L.LightningModule):
+    def __init__(self, model: nn.Module, run: EffectiveRun, log: FitLog | None = None):
+        super().__init__()
+        self.model = model
+        self.run = run
+        self.objective = Objective.combine([f.objective(run[f.name], model, run.n_train) for f in FAMILIES])
+        self.divergence_loss = float(run.train["divergence_loss"])
+        self.log_ = log or FitLog()
+        self.running = {stage: Running() for stage in ("train", "val")}
         self._epoch_start = 0.0
-        self.running = {stage: _Running() for stage in ("train", "val", "test")}
-        meta = OPTIMIZERS.get(run_config["optimizer"]["name"]).meta
-        self.closure_kind = meta.get("closure", "none")
+        self.closure_kind = OPTIMIZERS.get(run["optimizer"]["name"]).info.closure
         # Newton's method needs the loss with its graph (to differentiate twice), which only manual
         # optimization hands to the optimizer; everything else uses Lightning's automatic optimization.
         self.automatic_optimization = self.closure_kind != "loss_graph"
+
+    @property
+    def epoch_times(self) -> list[float]:
+        return self.log_.epoch_times
+
+    @property
+    def diverged_step(self) -> int | None:
+        return self.log_.diverged_step
+
+    @property
+    def diverged(self) -> bool:
+        return self.log_.diverged_step is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def configure_optimizers(self):
-        from techbench.techniques.schedules import build_schedule
-
-        optimizer = build_optimizer(self.cfg["optimizer"], self.model)
-        epochs = max(int(self.trainer.max_epochs or 1), 1)
-        steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        schedule = build_schedule(
-            self.cfg.get("schedule", {"name": "constant"}),
-            optimizer,
-            epochs=epochs,
-            steps_per_epoch=max(steps // epochs, 1),
-        )
-        if schedule is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        return configure(self, self.model, self.run)
 
     def _loss(self, batch):
         x, y = batch
         logits = self(x)
-        return F.cross_entropy(logits, y), logits, y
+        return loss_fn(logits, y), logits, y
 
-    def _objective(self, loss: torch.Tensor) -> torch.Tensor:
-        """The cost the optimizer minimizes: the data loss plus weight penalties and learned-dropout terms.
-        Logged losses stay the data loss, so runs with and without a penalty compare on the same scale."""
-        from techbench.techniques.dropout import module_penalties
-
-        extra = module_penalties(self.model)
-        if self.regularizer.penalty is not None:
-            penalty = self.regularizer.penalty(self.model)
-            extra = penalty if extra is None else extra + penalty
-        return loss if extra is None else loss + extra
+    def _cost(self, loss: torch.Tensor) -> torch.Tensor:
+        """The cost the optimizer minimizes: the data loss plus every family's penalty terms. Logged losses stay
+        the data loss, so runs with and without a penalty compare on the same scale."""
+        return loss if self.objective.penalty is None else loss + self.objective.penalty(self.model)
 
     def on_before_optimizer_step(self, optimizer):
         # Decoupled weight decay: shrink outside the gradient, once per update, with the current LR (AdamW).
-        if self.regularizer.decay:
-            self.regularizer.decay_(optimizer.param_groups[0]["lr"])
+        if self.objective.decay:
+            self.objective.decay_(optimizer.param_groups[0]["lr"])
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        if self.regularizer.prox:  # L1's proximal step follows the gradient step
-            self.regularizer.prox_(optimizer.param_groups[0]["lr"])
+        if self.objective.prox:  # L1's proximal step follows the gradient step
+            self.objective.prox_(optimizer.param_groups[0]["lr"])
 
     def _diverging(self, loss: torch.Tensor) -> bool:
         if torch.isfinite(loss) and loss.item() <= self.divergence_loss:
             return False
         # A diverged run is a result: stop and let the caller record where it blew up.
-        if self.diverged_step is None:
-            self.diverged_step = self.global_step
+        if self.log_.diverged_step is None:
+            self.log_.diverged_step = self.global_step
         self.trainer.should_stop = True
         return True
 
@@ -114,7 +141,7 @@ class TechniqueModule(L.LightningModule):
         if not self.automatic_optimization:
             return self._manual_step(batch)
         loss, logits, y = self._loss(batch)
-        cost = self._objective(loss)
+        cost = self._cost(loss)
         if self._diverging(cost):
             # Skip the update; a closure-driven optimizer (L-BFGS) needs a value, so it gets the loss.
             return cost if self.closure_kind == "backward" else None
@@ -128,7 +155,7 @@ class TechniqueModule(L.LightningModule):
 
         def closure():
             loss, logits, y = self._loss(batch)
-            cost = self._objective(loss)
+            cost = self._cost(loss)
             seen.update(loss=loss, cost=cost, logits=logits, y=y)
             return cost
 
@@ -145,36 +172,29 @@ class TechniqueModule(L.LightningModule):
         loss, logits, y = self._loss(batch)
         self.running["val"].add(loss, logits, y)
 
-    def test_step(self, batch, batch_idx):
-        loss, logits, y = self._loss(batch)
-        self.running["test"].add(loss, logits, y)
-
-    def _log_stage(self, stage: str):
+    def _log_stage(self, stage: str) -> dict[str, float]:
         run = self.running[stage]
         if run.n == 0:
-            return
+            return {}
         loss, acc = run.means()
         if self.trainer.world_size > 1:
             loss, acc = self.all_gather(loss).mean(), self.all_gather(acc).mean()
-        if stage == "val" and self.trainer.state.fn == "fit":
-            self.val_losses.append(float(loss))
         # Already gathered: every rank logs the same value, so callbacks (pruning, early stopping) agree.
         self.log(f"{stage}/loss", loss, on_epoch=True)
         self.log(f"{stage}/acc", acc, on_epoch=True)
         run.reset()
+        return {f"{stage}/loss": float(loss), f"{stage}/acc": float(acc)}
 
     def on_train_epoch_start(self):
         self._epoch_start = time.perf_counter()
         self.running["train"].reset()
 
     def on_train_epoch_end(self):
-        # Metrics logged here are written once per epoch with step = epoch, so MLflow's x-axis is the epoch.
         seconds = time.perf_counter() - self._epoch_start
-        self.epoch_times.append(seconds)
-        self._log_stage("train")
-        self.log("time/epoch_s", seconds, on_epoch=True)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True)
-        self.log("step", float(self.current_epoch), on_epoch=True)
+        self.log_.epoch_times.append(seconds)
+        values = self._log_stage("train")
+        values.update({"time/epoch_s": seconds, "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"])})
+        self.log_.put(self.current_epoch, values)
 
     def on_validation_epoch_start(self):
         self.running["val"].reset()
@@ -182,17 +202,23 @@ class TechniqueModule(L.LightningModule):
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:
             return
-        self._log_stage("val")
+        values = self._log_stage("val")
         if self.trainer.state.fn == "fit":
-            # Validation metrics are flushed separately from training ones; give them the epoch as step too.
-            self.log("step", float(self.current_epoch), on_epoch=True)
+            self.log_.put(self.current_epoch, values)
 
-    def on_test_epoch_start(self):
-        self.running["test"].reset()
+    def on_fit_end(self):
+        self.log_.global_step = int(self.trainer.global_step)
+        if self.trainer.world_size > 1 and self.trainer.is_global_zero:
+            self.log_.dump()
 
-    def on_test_epoch_end(self):
-        self._log_stage("test")
 
-    @property
-    def diverged(self) -> bool:
-        return self.diverged_step is not None
+def configure(module: L.LightningModule, params: Any, run: EffectiveRun):
+    """The run's optimizer over ``params`` (a model, or a stack of models) and its LR scheduler, both built by
+    their families: the single, stacked and procedure executors share this one configuration."""
+    optimizer = FAMILIES["optimizer"].build(run["optimizer"], params)
+    epochs = max(int(module.trainer.max_epochs or 1), 1)
+    steps = max(int(module.trainer.estimated_stepping_batches), 1)
+    schedule = FAMILIES["schedule"].build(
+        run["schedule"], optimizer, epochs=epochs, steps_per_epoch=max(steps // epochs, 1)
+    )
+    return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -1,18 +1,30 @@
 """Registered models. A factory takes (input_shape, num_classes, **hyperparameters) and returns an nn.Module
-that maps a batch of examples to class logits."""
+that maps a batch of examples to class logits.
+
+Flags (ModelInfo): ``stackable`` — seeds of the model can train as one vmap'd stack (no recurrent loop, no
+BatchNorm statistics); ``width`` — the hyperparameter that sets its hidden width (widened by dropout's
+width_scaled)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from techbench.registry import Registry
+from techbench.registry import Info, Registry
 
-MODELS = Registry("model")
+
+@dataclass(frozen=True)
+class ModelInfo(Info):
+    stackable: bool = False
+    width: str | None = None
+
+
+MODELS = Registry("model", ModelInfo)
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 
@@ -34,6 +46,8 @@ def _check_activation(hp: dict[str, Any]) -> None:
     description="multilayer perceptron on the flattened input",
     defaults={"hidden": [100, 100], "activation": "relu", "dropout": 0.0},
     check=_check_activation,
+    stackable=True,
+    width="hidden",
 )
 def mlp(input_shape, num_classes, hidden, activation, dropout) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
@@ -50,6 +64,7 @@ def mlp(input_shape, num_classes, hidden, activation, dropout) -> nn.Module:
 @MODELS.register(
     "logreg",
     description="multinomial logistic regression (one linear layer): convex, small enough for exact Hessians",
+    stackable=True,
 )
 def logreg(input_shape, num_classes) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
@@ -78,7 +93,11 @@ class CNN1D(nn.Module):
 
 
 @MODELS.register(
-    "cnn1d", description="1-D CNN for sequences (channels, length)", defaults={"channels": 25, "kernel": 5}
+    "cnn1d",
+    description="1-D CNN for sequences (channels, length)",
+    defaults={"channels": 25, "kernel": 5},
+    stackable=True,
+    width="channels",
 )
 def cnn1d(input_shape, num_classes, channels, kernel) -> nn.Module:
     return CNN1D(input_shape[0], input_shape[-1], num_classes, int(channels), int(kernel))
@@ -95,7 +114,12 @@ class GRUClassifier(nn.Module):
         return self.head(h[-1])
 
 
-@MODELS.register("gru", description="GRU over the sequence, last hidden state -> linear head", defaults={"hidden": 64})
+@MODELS.register(
+    "gru",
+    description="GRU over the sequence, last hidden state -> linear head",
+    defaults={"hidden": 64},
+    width="hidden",
+)
 def gru(input_shape, num_classes, hidden) -> nn.Module:
     return GRUClassifier(input_shape[0], num_classes, int(hidden))
 

@@ -1,6 +1,5 @@
-"""Report sections of the generalization studies: the capacity curve with its bias²/variance decomposition,
-the best λ of each penalty chosen on validation data, where each stopping rule stopped, and what dropout
-does to convergence and calibration. Each function returns sentences/sections built from runs.json rows."""
+"""The regularization family's findings: the capacity curve (train / validation / test error against model
+or data size) with its bias²/variance decomposition, and the best λ of each penalty chosen on validation data."""
 
 from __future__ import annotations
 
@@ -11,12 +10,14 @@ import numpy as np
 from scipy import stats
 
 from techbench.analysis.findings import by_seed
+from techbench.analysis.rows import value
 from techbench.analysis.stats import mean_ci, paired_diff_ci
+from techbench.report.families import FindingsContext, Groups
 from techbench.report.plots import plt, save_figure
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
-    return mean_ci([r.get(key) for r in rows if r.get(key) is not None]).mean
+    return mean_ci([v for r in rows if (v := value(r, key)) is not None]).mean
 
 
 def _err(rows: list[dict[str, Any]], key: str) -> list[float]:
@@ -75,7 +76,7 @@ def capacity_sections(groups, decomposition: dict[str, Any], path: Path, title: 
         b2, var = [d["bias2"] for d in bv], [d["variance"] for d in bv]
         axes[0, 1].plot(x, b2, "o-", label="bias² (Brier)")
         axes[0, 1].plot(x, var, "s-", label="variance over seeds")
-        axes[0, 1].plot(x, [d["error"] for d in bv], "k--", label="expected error = bias² + variance")
+        axes[0, 1].plot(x, [d["brier"] for d in bv], "k--", label="expected error = bias² + variance")
         axes[0, 1].set(xscale="log", xlabel=axis, title="decomposition of the test Brier error")
         axes[0, 1].legend(fontsize=7)
         lines.append(
@@ -133,74 +134,26 @@ def regularization_lines(groups) -> list[str]:
             text += f"; vs none {d.fmt(100)} pp"
         lines.append(text + ".")
         if len(labels) >= 3:
-            lam = [float(lb.split("lam=")[1]) for lb in labels if "lam=" in lb]
-            if len(lam) == len(labels):
-                norms = [_mean(groups[lb], "weights_l2") for lb in labels]
+            lam = [_sweep_value(groups[lb], "lam") for lb in labels]
+            if all(v is not None for v in lam):
+                norms = [_mean(groups[lb], "weights/l2_norm") for lb in labels]
                 rho = stats.spearmanr(lam, norms).statistic
                 lines.append(f"`{tech}` λ sweep: Spearman ρ(‖W‖, λ) = {rho:.2f} over {len(labels)} values.")
     return ["Best λ per penalty (selected on validation accuracy, reported on test):", *lines]
 
 
-def early_stopping_lines(groups, path: Path, title: str) -> tuple[list[str], Path | None]:
-    """Stop epoch, epochs saved, and restored-best vs last weights; the stop epochs drawn on the validation
-    curve of the fixed budget (same seed: every rule sees the same curve until it stops)."""
-    base = groups.get("fixed_budget")
-    if not base:
-        return [], None
-    lines = []
-    budget = _mean(base, "epochs_run")
-    for label, rows in sorted(groups.items()):
-        last, best = by_seed(rows, "test_acc_last"), by_seed(rows, "test_acc_best")
-        restored = paired_diff_ci(best, last)
-        vs_full = paired_diff_ci(best, by_seed(base, "test_acc_last"))
-        saved = 100 * _mean(rows, "epochs_saved") / budget if budget else float("nan")
-        lines.append(
-            f"`{label}`: stopped at epoch {mean_ci([r.get('stop_epoch') for r in rows]).fmt(1, 1)} "
-            f"({saved:.0f} % of {budget:.0f} epochs saved); best-validation weights − last weights "
-            f"{restored.fmt(100)} pp; best weights − fixed budget's last {vs_full.fmt(100)} pp."
-        )
-    seed0 = next((r for r in base if r["seed"] == 0), base[0])
-    val = seed0["curves"].get("val/loss") or []
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.plot(range(1, len(val) + 1), val, "k-", lw=1.2, label="fixed budget, validation loss")
-    colors = plt.get_cmap("tab10")
-    for i, (label, rows) in enumerate(sorted(groups.items())):
-        r0 = next((r for r in rows if r["seed"] == seed0["seed"]), None)
-        if r0 is None or label == "fixed_budget" or r0.get("stop_epoch") is None:
-            continue
-        e = int(r0["stop_epoch"])
-        ax.axvline(e, color=colors(i % 10), ls="--", lw=1, label=f"{label} stops ({e})")
-    if seed0.get("stop_best_epoch"):
-        ax.plot([seed0["stop_best_epoch"]], [min(val)], "r*", ms=12, label="lowest validation loss")
-    ax.set(xlabel="epoch", ylabel="validation loss", title=f"{title}: where each rule stops (seed {seed0['seed']})")
-    ax.legend(fontsize=6, loc="upper right")
-    return lines, save_figure(fig, path)
+def _sweep_value(rows: list[dict[str, Any]], hp: str) -> float | None:
+    """The swept value of ``hp`` of a group (its rows share one sweep point), if the point sets it."""
+    point = rows[0].get("sweep") or {}
+    values = [v for k, v in point.items() if k.rsplit(".", 1)[-1] == hp]
+    return float(values[0]) if values else None
 
 
-def dropout_lines(groups) -> list[str]:
-    """Convergence (epochs to the target) against no dropout, MC-dropout against the same network's
-    deterministic prediction, and the rates concrete dropout learned."""
-    lines = []
-    base = groups.get("none")
-    if base and any(r.get("epochs_to_target") is not None for r in base):
-        for label, rows in sorted(groups.items()):
-            if label == "none":
-                continue
-            d = paired_diff_ci(by_seed(rows, "epochs_to_target"), by_seed(base, "epochs_to_target"))
-            if d.n:
-                lines.append(f"`{label}` − none, epochs to the validation target: {d.fmt(1, 1)} (paired seeds).")
-    for label, rows in sorted(groups.items()):
-        if any(r.get("mc_acc") is not None for r in rows):
-            acc = paired_diff_ci(by_seed(rows, "mc_acc"), by_seed(rows, "test_acc"))
-            nll = paired_diff_ci(by_seed(rows, "mc_nll"), by_seed(rows, "test_loss"))
-            ece = paired_diff_ci(by_seed(rows, "mc_ece"), by_seed(rows, "ece"))
-            lines.append(
-                f"`{label}`: MC average − deterministic (weight-scaled) prediction of the same network: accuracy "
-                f"{acc.fmt(100)} pp, NLL {nll.fmt(1, 3)}, ECE {ece.fmt(1, 3)}."
-            )
-        rates = [r["learned_p"] for r in rows if r.get("learned_p")]
-        if rates:
-            layers = sorted(rates[0])
-            learned = ", ".join(f"{k} {mean_ci([r[k] for r in rates]).fmt(1, 3)}" for k in layers)
-            lines.append(f"`{label}` learned dropout rates (mean ± CI over seeds): {learned}.")
-    return lines
+def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path]]:
+    """Best λ per penalty; or, for a study of `none` alone swept over model or data, the capacity curve."""
+    if not all(label.split("@")[0] == "none" for label in groups):
+        return regularization_lines(groups), []
+    lines, fig = capacity_sections(groups, ctx.bias_variance, ctx.figure("_capacity.png"), ctx.title)
+    if not lines:
+        lines = paired_variant_lines(groups) + decomposition_lines(ctx.bias_variance)
+    return lines, [fig] if fig else []

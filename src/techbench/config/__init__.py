@@ -1,0 +1,129 @@
+"""params.yaml -> validated, frozen specs (techbench/specs.py). The only package that knows the file's shape.
+
+Layout of params.yaml:
+  paths:             where results, reports and benchmark measurements go (dvc.yaml reads the same block)
+  hardware:          Lightning Trainer settings shared by every run (accelerator, devices, strategy, precision)
+  studies.<name>:    one study = one technique family x its techniques x workloads x seeds (+ sweeps, probes)
+  tuning.<name>:     optional Optuna budget for techniques of study <name>
+
+A component (data, model, optimizer, ...) is written as ``{name: <registry key>, <hyperparameter>: value}``;
+the registry entry's defaults define which hyperparameters exist, so a typo is an unknown key. An overlay
+(configs/full.yaml) holds only what differs from params.yaml and is merged over it (config/overlay.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from techbench.checks import component, merge_checked
+from techbench.config.overlay import merge
+from techbench.config.study import TRAIN_DEFAULTS, parse_study
+from techbench.errors import ConfigError
+from techbench.paths import PATHS_DEFAULTS, parse_paths
+from techbench.specs import EffectiveRun, Params, RunConfig, StudySpec, TuningSpec, Workload
+
+HARDWARE_DEFAULTS: dict[str, Any] = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "num_nodes": 1,
+    "strategy": "auto",
+    "precision": "32-true",
+    "deterministic": True,
+}
+HARDWARE_ALLOWED = {
+    "accelerator": ["auto", "cpu", "gpu", "cuda", "mps"],
+    "strategy": ["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp"],
+    "precision": ["32-true", "16-mixed", "bf16-mixed", "bf16-true", "64-true"],
+}
+TUNING_DEFAULTS: dict[str, Any] = {
+    "techniques": [],
+    "trials": 10,
+    "sampler_seed": 0,
+    "seed": 1000,
+    "eval_seeds": 0,
+}
+TOP_LEVEL = ["paths", "hardware", "studies", "tuning"]
+
+
+def _hardware(given: Any) -> dict[str, Any]:
+    hw = merge_checked("hardware", HARDWARE_DEFAULTS, given)
+    for name, allowed in HARDWARE_ALLOWED.items():
+        if hw[name] not in allowed:
+            raise ConfigError(f"hardware.{name}", f"unknown value {hw[name]!r}", allowed)
+    if not (hw["devices"] == -1 or hw["devices"] >= 1):
+        raise ConfigError("hardware.devices", f"{hw['devices']!r} is out of range: must be >= 1 or -1 (all)")
+    return hw
+
+
+def _tuning(name: str, block: Any, studies: dict[str, StudySpec]) -> TuningSpec:
+    key = f"tuning.{name}"
+    if name not in studies:
+        raise ConfigError(key, f"no study named {name!r}", sorted(studies))
+    t = merge_checked(key, TUNING_DEFAULTS, block)
+    for i, tech in enumerate(t["techniques"]):
+        if tech not in studies[name].techniques:
+            raise ConfigError(
+                f"{key}.techniques[{i}]",
+                f"{tech!r} is not a technique of study {name}",
+                studies[name].techniques,
+            )
+    if t["trials"] < 1:
+        raise ConfigError(f"{key}.trials", f"{t['trials']!r} is out of range: must be >= 1")
+    return TuningSpec(study=name, **t)
+
+
+def parse_params(raw: Any) -> Params:
+    if not isinstance(raw, dict):
+        raise ConfigError("params", "expected a mapping at the top level")
+    for k in raw:
+        if k not in TOP_LEVEL:
+            raise ConfigError(k, "unknown top-level key", TOP_LEVEL)
+    if not isinstance(raw.get("studies"), dict) or not raw["studies"]:
+        raise ConfigError("studies", "expected at least one study block")
+    hardware = _hardware(raw.get("hardware"))
+    studies = {n: parse_study(n, b, hardware) for n, b in raw["studies"].items()}
+    tuning_raw = raw.get("tuning") or {}
+    if not isinstance(tuning_raw, dict):
+        raise ConfigError("tuning", "expected a mapping of study -> tuning budget")
+    tuning = {n: _tuning(n, b, studies) for n, b in tuning_raw.items()}
+    return Params(hardware=hardware, studies=studies, tuning=tuning, paths=parse_paths(raw.get("paths")))
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("params", f"file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), f"not valid YAML: {e}") from None
+
+
+def load_params(path: str | Path = "params.yaml", overlays: list[str | Path] = ()) -> Params:
+    """params.yaml, with each overlay file merged over it in turn, validated."""
+    raw = read_yaml(path)
+    for overlay in overlays:
+        raw = merge(raw, read_yaml(overlay), str(overlay))
+    return parse_params(raw)
+
+
+__all__ = [
+    "HARDWARE_DEFAULTS",
+    "PATHS_DEFAULTS",
+    "TRAIN_DEFAULTS",
+    "EffectiveRun",
+    "Params",
+    "RunConfig",
+    "StudySpec",
+    "TuningSpec",
+    "Workload",
+    "component",
+    "load_params",
+    "merge",
+    "merge_checked",
+    "parse_params",
+    "read_yaml",
+]

@@ -1,0 +1,81 @@
+"""One study's report sections, built from its results (results.py) alone: the head, per workload the setup,
+the results table, learning curves and sweep plot, and "What the numbers say" (the generic ranking plus the
+family's own findings, loaded by the name its results carry), then the probes and the tuned-vs-default table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from techbench.analysis.findings import describe
+from techbench.analysis.rows import label
+from techbench.report.document import Section
+from techbench.report.families import FindingsContext, load
+from techbench.report.plots import learning_curves, sweep_plot
+from techbench.report.probes import probe_sections
+from techbench.report.tables import results_table, setup_lines, tuning_section
+from techbench.results import StudyResults
+
+Groups = dict[str, list[dict[str, Any]]]
+
+
+def groups_of(rows: list[dict[str, Any]]) -> Groups:
+    out: Groups = {}
+    for r in rows:
+        out.setdefault(label(r), []).append(r)
+    return out
+
+
+def _head(results: StudyResults, workloads: list[str]) -> Section:
+    head = Section(f"Study `{results.study}`")
+    family = results.family
+    if family:
+        head.paragraphs.append(
+            f"Family `{family['name']}` ({family['description']}): {len(results.techniques)} techniques on "
+            f"{len(workloads)} workload(s) ({', '.join(f'`{w}`' for w in workloads)}). Cells are mean ± 95% "
+            "Student-t CI half-width over seeds; gen. gap = train accuracy (eval mode, end) − test accuracy; "
+            "best epoch = epoch of highest validation accuracy; wall time = Lightning fit time per run."
+        )
+    return head
+
+
+def _workload(results: StudyResults, w: str, bias_variance: dict, figures: Path) -> list[Section]:
+    groups = groups_of([r for r in results.runs if r["workload"] == w])
+    own = {k: c for k, c in results.configs.items() if c.get("workload") == w}
+    machines = sorted({r.get("machine", "unknown") for rows in groups.values() for r in rows})
+    sec = Section(f"Workload `{w}`", paragraphs=setup_lines(own, machines))
+    if any(r.get("execution") == "vectorized" for rows in groups.values() for r in rows):
+        sec.paragraphs.append(
+            "Seeds of a configuration were trained together as one vectorized stack (`execution: vectorized`, "
+            "the same numbers as one at a time): a run's wall time is the stack's fit time divided by its seeds."
+        )
+    columns = (results.family or {}).get("columns", [])
+    sec.tables.append(results_table(groups, columns))
+    stem = figures / f"{results.study}_{w}"
+    if any(r["curves"].get("val/loss") for rows in groups.values() for r in rows):  # procedures have none
+        sec.figures.append(learning_curves(groups, stem.with_name(stem.name + "_curves.png"), f"{results.study} / {w}"))
+    swept = sweep_plot(groups, stem.with_name(stem.name + "_sweep.png"), f"{results.study} / {w}")
+    if swept is not None:
+        sec.figures.append(swept)
+    said = Section(f"What the numbers say (`{w}`)", paragraphs=describe(groups))
+    findings = load((results.family or {}).get("findings"))
+    if findings is not None:
+        ctx = FindingsContext(stem, f"{results.study} / {w}", results.techniques, bias_variance.get(w, {}))
+        lines, figs = findings(groups, ctx)
+        said.paragraphs += lines
+        said.figures += figs
+    return [sec, said]
+
+
+def study_sections(results: StudyResults, metrics: dict, tuning: dict, figures: Path) -> list[Section]:
+    workloads = results.workloads()
+    sections = [_head(results, workloads)]
+    for w in workloads:
+        sections += _workload(results, w, metrics.get("bias_variance", {}), figures)
+    sections += probe_sections(results.probes, figures, results.study)
+    if tuning:
+        first = workloads[0] if workloads else None
+        sec = tuning_section(tuning, groups_of([r for r in results.runs if r["workload"] == first]))
+        sec.paragraphs.append(f"Tuned and compared on the study's first workload, `{first}`.")
+        sections.append(sec)
+    return sections

@@ -1,0 +1,159 @@
+"""The tables and setup sentences of a study's report: what trained (the configuration as trained, with the
+settings that differ between techniques named per technique), the results table (mean ± 95% CI over seeds,
+plus the columns the family declares) and the tuned-vs-default table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from techbench.analysis.findings import tuned_vs_default
+from techbench.analysis.rows import value
+from techbench.analysis.stats import mean_ci
+from techbench.records import flatten
+from techbench.report.document import Section, Table
+
+Groups = dict[str, list[dict[str, Any]]]
+SECTIONS = ("data", "model", "train", "hardware")
+NOT_SETTINGS = {"study", "family", "technique", "variant", "workload", "sweep", "config_hash", "seeds", "code_version",
+                "trained", "info", "n_train", "input_shape", "num_classes", "seed", "n_params"}  # fmt: skip
+
+
+def ci(values, scale: float = 1.0, digits: int = 2) -> str:
+    est = mean_ci([v for v in values if v is not None])
+    return est.fmt(scale, digits) if est.n else "–"
+
+
+def _fmt(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items() if k != "name")
+
+
+def _varying(configs: dict[str, Any]) -> set[str]:
+    """Flattened settings whose value differs between the workload's configurations."""
+    flat = [flatten({k: v for k, v in c.items() if k not in NOT_SETTINGS}) for c in configs.values()]
+    keys = set().union(*flat) if flat else set()
+    return {k for k in keys if len({repr(f.get(k)) for f in flat}) > 1}
+
+
+def setup_lines(configs: dict[str, Any], machines: list[str]) -> list[str]:
+    """Workload, training, fixed components and hardware shared by the workload's configurations, then each
+    technique's own settings as trained (after every family's resolve: batch regime, widened model)."""
+    if not configs:
+        return []
+    c = next(iter(configs.values()))
+    varying = _varying(configs)
+    family = c["family"]
+
+    def shared(section: str) -> str:
+        return _fmt({k: v for k, v in c[section].items() if f"{section}.{k}" not in varying})
+
+    fixed = [f"{s} `{c[s]['name']}` ({_fmt(c[s])})" for s in c.get("info", {}) if s != family and s in c
+             and not any(k.startswith(f"{s}.") for k in varying)]  # fmt: skip
+    lines = [
+        f"Workload `{c['workload']}`: data `{c['data']['name']}` ({shared('data')}); model `{c['model']['name']}` "
+        f"({shared('model')}).",
+        f"Training (every technique): {shared('train')}; {c['seeds']} seeds (0..{c['seeds'] - 1}), paired: the same "
+        "seed gives every technique the same initialization and batch order. Fixed components: "
+        + ("; ".join(fixed) or "none")
+        + ".",
+        f"Hardware: accelerator={c['hardware']['accelerator']}, devices={c['hardware']['devices']}, precision="
+        f"{c['hardware']['precision']} on {'; '.join(machines) or 'an unrecorded machine'} (as recorded by the "
+        f"runs); code version {c['code_version']}.",
+        "Technique settings as trained: "
+        + "; ".join(_as_trained(key, cfg, family, varying) for key, cfg in configs.items())
+        + ".",
+    ]
+    return lines + _footnotes(configs)
+
+
+def _as_trained(key: str, cfg: dict[str, Any], family: str, varying: set[str]) -> str:
+    own = _fmt(cfg[family]) or "no hyperparameters"
+    other = {k: v for k, v in flatten({s: cfg[s] for s in cfg if s not in NOT_SETTINGS}).items()
+             if k in varying and not k.startswith(f"{family}.")}  # fmt: skip
+    extra = "; " + ", ".join(f"{k}={v}" for k, v in sorted(other.items())) if other else ""
+    return f"`{key.split('/', 1)[1]}` ({own}{extra})"
+
+
+def _footnotes(configs: dict[str, Any]) -> list[str]:
+    full = sorted(
+        {c["optimizer"]["name"] for c in configs.values() if c.get("info", {}).get("optimizer", {}).get("full_batch")}
+    )
+    if not full:
+        return []
+    return [
+        f"Note on {', '.join(f'`{n}`' for n in full)}: full-batch methods make one update per epoch, and an "
+        "L-BFGS update runs up to max_iter inner iterations with a line search (many loss and gradient "
+        "evaluations), so their epochs are not comparable with mini-batch epochs: compare seconds to target."
+    ]
+
+
+def results_table(groups: Groups, columns: list[dict[str, Any]]) -> Table:
+    has_target = any("epochs_to_target" in r for rows in groups.values() for r in rows)
+    headers = [
+        "technique",
+        "n",
+        "test acc %",
+        "gen. gap pp",
+        "test loss",
+        "final val loss",
+        "best epoch",
+        "wall time s",
+    ]
+    if has_target:
+        headers += ["epochs to target", "seconds to target"]
+    headers += [c["header"] for c in columns] + ["diverged", "MLflow runs"]
+    order = sorted(groups, key=lambda t: -(mean_ci([r["test_acc"] for r in groups[t]]).mean or 0))
+    return Table(headers, [_row(t, groups[t], columns, has_target) for t in order])
+
+
+def _row(label: str, g: list[dict[str, Any]], columns: list[dict[str, Any]], has_target: bool) -> list[str]:
+    row = [
+        label,
+        str(len(g)),
+        ci([r["test_acc"] for r in g], 100),
+        ci([r.get("gen_gap") for r in g], 100),
+        # A diverged run's loss is not an average-able number; its accuracy (chance or worse) is.
+        ci([r["test_loss"] for r in g if r["outcome"] != "diverged"], 1, 3),
+        ci([r["final_val_loss"] for r in g if r["outcome"] != "diverged"], 1, 3),
+        ci([r["best_epoch"] for r in g], 1, 1),
+        ci([r["fit_s"] for r in g], 1, 1),
+    ]
+    if has_target:
+        reached = [r for r in g if r.get("epochs_to_target") is not None]
+        row += [
+            f"{ci([r['epochs_to_target'] for r in reached], 1, 1)} ({len(reached)}/{len(g)} reached)",
+            ci([r["seconds_to_target"] for r in reached], 1, 2),
+        ]
+    row += [ci([value(r, c["metric"]) for r in g], c["scale"], c["digits"]) for c in columns]
+    diverged = [r for r in g if r["outcome"] == "diverged"]
+    steps = sorted(int(r["diverged_step"]) for r in diverged if r.get("diverged_step") is not None)
+    row += [
+        f"{len(diverged)}" + (f" (at update {', '.join(map(str, steps))})" if steps else ""),
+        " ".join(f"`{r['run_id'][:8]}`" for r in sorted(g, key=lambda r: r["seed"])),
+    ]
+    return row
+
+
+def tuning_section(tuning: dict[str, Any], groups: Groups) -> Section:
+    sec = Section("Tuned vs default")
+    sec.paragraphs.append(
+        "Each tuned technique: an Optuna TPE search over its declared space (objective: final validation "
+        "accuracy, median pruning), then the best configuration re-run over the study's seeds and compared on the "
+        "test set, paired by seed with the default configuration (trials train with a seed outside that set)."
+    )
+    rows = []
+    for t, info in tuning.items():
+        tuned = info.get("runs", [])
+        diff = tuned_vs_default(groups.get(t, []), tuned)
+        params = ", ".join(f"{k}={_num(v)}" for k, v in info["best_params"].items())
+        default = ", ".join(f"{k}={_num(v)}" for k, v in info["default_params"].items() if k in info["best_params"])
+        rows.append([t, f"{info['trials']} ({info['pruned']} pruned)", default, params,
+                     f"{100 * info['best_val_acc']:.2f}", ci([r["test_acc"] for r in groups.get(t, [])], 100),
+                     ci([r["test_acc"] for r in tuned], 100), diff.fmt(100), f"`{info['optuna_study']}`"])  # fmt: skip
+    headers = ["technique", "trials", "default", "tuned", "search val acc %", "default test acc %",
+               "tuned test acc %", "tuned − default (pp)", "Optuna study"]  # fmt: skip
+    sec.tables.append(Table(headers, rows))
+    return sec
+
+
+def _num(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,184 @@
+"""The typed shapes of a benchmark's configuration, from params.yaml to the configuration that actually trains.
+
+  RunConfig     one technique x sweep point x workload of a study, as params.yaml asks for it (seed excluded);
+                its hash (with the code version) is the run's identity
+  EffectiveRun  the RunConfig as it trains: every family's ``resolve`` applied (batch regime, full-batch rule,
+                widened model), the training-set size known; computed once per run (training/effective.py),
+                logged as the run's params and stored in its record, read back by analysis and report
+  Workload      data, model, training defaults, loss and target (metric and value) of a study's workload
+  StudySpec     one block of params.yaml `studies:`; TuningSpec one block of `tuning:`; Params the whole file
+
+Nothing here imports torch or a registry: results, analysis and report read these shapes as plain data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from techbench import code_version
+from techbench.errors import ConfigError
+
+IDENTITY = ("study", "family", "technique", "variant", "workload")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run's numbers except the seed."""
+
+    study: str
+    family: str  # the varied family; also the slot of `components` its technique fills
+    technique: str
+    data: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+    components: dict[str, dict[str, Any]]  # slot -> component, e.g. {"optimizer": {...}, "schedule": {...}}
+    hardware: dict[str, Any]
+    variant: str = "default"  # "default", "tuned", "trial<k>", or a sweep point's label such as "lr=0.01"
+    workload: str = "default"
+    sweep: dict[str, Any] = field(default_factory=dict)  # the sweep point as data: {"optimizer.lr": 0.01}
+
+    @property
+    def label(self) -> str:
+        return self.technique if self.variant == "default" else f"{self.technique}@{self.variant}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **{k: getattr(self, k) for k in IDENTITY},
+            "sweep": dict(self.sweep),
+            "data": self.data,
+            "model": self.model,
+            "train": self.train,
+            **self.components,
+            "hardware": self.hardware,
+        }
+
+    def config_hash(self) -> str:
+        """Identity of the run's configuration and of the code that runs it (seed excluded)."""
+        blob = json.dumps({"config": self.as_dict(), "code": code_version()}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def with_technique_params(self, hp: dict[str, Any], variant: str) -> RunConfig:
+        comps = dict(self.components)
+        comps[self.family] = {**comps[self.family], **hp}
+        return replace(self, components=comps, variant=variant, sweep={})
+
+
+@dataclass(frozen=True)
+class EffectiveRun:
+    """A RunConfig as it trains (see the module docstring). ``components`` hold every slot as it trains; the
+    varied family's slot is ``config.family``."""
+
+    config: RunConfig
+    data: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+    components: dict[str, dict[str, Any]]
+    hardware: dict[str, Any]
+    n_train: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    @classmethod
+    def from_dict(cls, config: RunConfig, resolved: dict[str, Any], data_shape: tuple, n_train: int, classes: int):
+        sections = {"data", "model", "train", "hardware", "sweep", *IDENTITY}
+        comps = {k: v for k, v in resolved.items() if k not in sections}
+        return cls(config, resolved["data"], resolved["model"], resolved["train"], comps, resolved["hardware"],
+                   int(n_train), tuple(data_shape), int(classes))  # fmt: skip
+
+    def __getitem__(self, slot: str) -> dict[str, Any]:
+        return self.components[slot]
+
+    @property
+    def world_size(self) -> int:
+        devices = self.hardware["devices"]
+        return max(int(devices), 1) * int(self.hardware["num_nodes"])
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer updates per epoch: a device's batches, one update per ``accumulate_grad_batches`` of them
+        and one for a shorter remainder at the epoch's end (as Lightning steps)."""
+        per_rank = self.n_train // self.world_size if self.world_size > 1 else self.n_train
+        batches = -(-per_rank // min(self.train["batch_size"], max(per_rank, 1)))
+        return max(-(-batches // self.train["accumulate_grad_batches"]), 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The nested configuration (the shape family hooks and params.yaml use) plus what the data told."""
+        return {
+            **self.config.as_dict(),
+            "data": self.data,
+            "model": self.model,
+            "train": self.train,
+            **self.components,
+            "hardware": self.hardware,
+            "n_train": self.n_train,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+        }
+
+    def replace(self, train: dict[str, Any] | None = None, **components: dict[str, Any]) -> EffectiveRun:
+        """A copy with training settings and/or components changed (a procedure's shorter fits, its schedule)."""
+        return replace(self, train={**self.train, **(train or {})}, components={**self.components, **components})
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The workload contract: data, model, the training defaults of its runs, the loss, and the target."""
+
+    name: str
+    data: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+    loss: str = "cross_entropy"
+    target_metric: str = "val/acc"
+
+    @property
+    def target_value(self) -> float:
+        """The validation accuracy time-to-target is measured against (0: no target)."""
+        return float(self.train.get("target_val_acc", 0.0))
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    family: str | None  # None for a study made only of probes
+    techniques: list[str]
+    seeds: int
+    runs: list[RunConfig]  # technique x sweep point x workload, in params order
+    workloads: dict[str, Workload] = field(default_factory=dict)
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # probe -> resolved hyperparameters
+    fixed: dict[str, dict[str, Any]] = field(default_factory=dict)  # the components of slots not varied
+    execution: str = "sequential"  # or "vectorized": the seeds of a config trained as one stack
+
+    def run(self, technique: str, workload: str | None = None) -> RunConfig:
+        """The default (unswept) config of a technique on a workload (default: its first workload)."""
+        for r in self.runs:
+            default = r.variant == "default" or not any(x.variant == "default" for x in self.runs)
+            if r.technique == technique and (workload is None or r.workload == workload) and default:
+                return r
+        raise ConfigError(f"studies.{self.name}.techniques", f"no run of {technique!r}", self.techniques)
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    study: str
+    techniques: list[str]
+    trials: int
+    sampler_seed: int
+    seed: int  # the training seed every trial uses
+    eval_seeds: int  # the tuned config is re-run over this many seeds (0 = the study's seeds)
+
+
+@dataclass(frozen=True)
+class Params:
+    hardware: dict[str, Any]
+    studies: dict[str, StudySpec]
+    tuning: dict[str, TuningSpec] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def study(self, name: str) -> StudySpec:
+        if name not in self.studies:
+            raise ConfigError("study", f"unknown study {name!r}", sorted(self.studies))
+        return self.studies[name]

@@ -1,0 +1,137 @@
+"""The stacked executor: K seeds of one run config trained at once in one process (``execution: vectorized``).
+
+The K models' parameters are stacked along a new leading dimension (torch.func.stack_module_state) and one
+Lightning Trainer fits them together: the forward pass is torch.func.vmap over the stack (dropout draws
+different masks per seed: randomness="different"), each seed gets its own batches (its own shuffling seed), and
+the loss is the sum of the per-seed mean losses, so each seed's parameters receive exactly its own gradient.
+With an element-wise optimizer every seed then follows the trajectory it would follow alone; the tests check
+this against the single executor. After fit the stack is split back into K models, each evaluated by the same
+post-fit evaluation and recorded as its own run (tag execution=vectorized), indistinguishable in the reports.
+
+Whether a config can be stacked is read from its registry entries (``unstackable``): every family's flag, the
+model's ``stackable`` flag, no global gradient clipping, one device.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+
+from techbench.specs import EffectiveRun, RunConfig
+from techbench.techniques import FAMILIES
+from techbench.training.effective import build_run_model, resolve
+from techbench.training.evaluation import measure, throughput
+from techbench.training.fit import step_memory_mb
+from techbench.training.result import RunResult
+from techbench.training.stack_module import StackedModule
+from techbench.training.trainer import make_trainer
+from techbench.workloads import DataSplits, InMemoryLoader, load_dataset
+from techbench.workloads.data import epoch_order
+from techbench.workloads.models import MODELS
+
+
+def unstackable(run: EffectiveRun) -> str | None:
+    """None if the run's seeds can be trained as one stack, else the reasons they cannot."""
+    reasons = [f.unstackable(run[f.name], run.as_dict()) for f in FAMILIES]
+    if not MODELS.get(run.model["name"]).info.stackable:
+        reasons.append(f"model {run.model['name']}")
+    if run.train["grad_clip"]:
+        reasons.append("grad_clip (a global norm would mix seeds)")
+    if run.world_size != 1 or run.hardware["devices"] == -1:
+        reasons.append("several devices")
+    failed = [r for r in reasons if r]
+    return None if not failed else "not stackable: " + ", ".join(failed)
+
+
+class StackedLoader:
+    """One batch per seed, stacked: (K, B, ...) inputs and (K, B) labels. Seed k draws from its own training
+    set (resampled subsets and label noise differ by seed) in its own order (the permutation InMemoryLoader
+    would draw for that seed), gathered with one indexing operation per step."""
+
+    def __init__(self, xs: list, ys: list, batch_size: int, seeds: list[int], shuffle: bool):
+        self.same = all(x is xs[0] for x in xs)  # one shared training set: index it without stacking copies
+        self.x = xs[0] if self.same else torch.stack(xs)
+        self.y = ys[0] if self.same else torch.stack(ys)
+        self.n, self.seeds, self.shuffle = len(xs[0]), seeds, shuffle
+        self.batch_size = min(batch_size, self.n)
+        self.rows = torch.arange(len(seeds)).unsqueeze(1)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = torch.stack([epoch_order(self.n, seed, self.epoch, self.shuffle) for seed in self.seeds])
+        self.epoch += 1
+        for i in range(len(self)):
+            idx = order[:, i * self.batch_size : (i + 1) * self.batch_size]
+            yield (self.x[idx], self.y[idx]) if self.same else (self.x[self.rows, idx], self.y[self.rows, idx])
+
+
+class StackedData(L.LightningDataModule):
+    def __init__(self, datas: list[DataSplits], batch_size: int, seeds: list[int]):
+        super().__init__()
+        self.datas, self.batch_size, self.seeds = datas, batch_size, seeds
+
+    def train_dataloader(self):
+        xs, ys = [d.x_train for d in self.datas], [d.y_train for d in self.datas]
+        return StackedLoader(xs, ys, self.batch_size, self.seeds, shuffle=True)
+
+    def val_dataloader(self):  # validation and test splits are shared by every seed
+        return InMemoryLoader(self.datas[0].x_val, self.datas[0].y_val, self.batch_size, shuffle=False)
+
+
+def train_stacked(cfg: RunConfig, seeds: list[int], data: DataSplits | None = None) -> list[RunResult]:
+    """Train ``seeds`` of ``cfg`` as one stack; one result per seed, as the single executor would give it.
+    ``data``: one dataset for every seed (a procedure's), instead of each seed's own draw."""
+    models, datas = [], []
+    for seed in seeds:  # each seed's data and initialization exactly as the single executor draws them
+        L.seed_everything(seed, workers=True, verbose=False)
+        datas.append(data if data is not None else load_dataset(cfg.data, seed))
+        run = resolve(cfg, datas[-1])
+        models.append(build_run_model(run, datas[-1]))
+    module = StackedModule(models, run)
+    trainer = make_trainer(run.hardware, run.train)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=StackedData(datas, run.train["batch_size"], seeds))
+    fit_s = time.perf_counter() - start
+    k, epochs = len(seeds), len(module.epoch_times)
+    shared = {  # per seed, with the stack's time amortized over its K seeds
+        "time/fit_s": fit_s / k,
+        "epochs_run": float(epochs),
+        **throughput(run, trainer.global_step, epochs, fit_s, stack=k),
+        "memory/step_mb": step_memory_mb(models[0], run, datas[0]),
+        "vectorized_k": float(k),
+    }
+    results = []
+    for i, (seed, model) in enumerate(zip(seeds, module.unstacked(models), strict=True)):
+        history = {m: [float(epoch[m][i]) for epoch in module.history] for m in (module.history or [{}])[0]}
+        results.append(_finish(run, seed, model, datas[i], history, shared))
+    return results
+
+
+def _finish(run, seed, model, data, history, shared) -> RunResult:
+    metrics, probs = measure(run, model, data)
+    metrics.update(shared)
+    bad_epoch = next((e for e in range(len(history.get("train/loss", []))) if not _finite_epoch(history, e)), None)
+    # A seed that blew up kept training inside the stack; it is recorded as diverged from that epoch's updates.
+    diverged = None if bad_epoch is None else int(bad_epoch * shared["steps_per_epoch"])
+    if diverged is not None:
+        metrics["diverged_step"] = float(diverged)
+    return RunResult(
+        run=run,
+        seed=seed,
+        metrics=metrics,
+        histories=history,
+        outcome="completed" if diverged is None else "diverged",
+        diverged_step=diverged,
+        model=model,
+        predictions=(probs, data.y_test),
+        tags={"execution": "vectorized"},
+    )
+
+
+def _finite_epoch(history: dict[str, list[float]], epoch: int) -> bool:
+    return all(torch.isfinite(torch.tensor(v[epoch])) for v in history.values() if epoch < len(v))

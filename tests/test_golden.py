@@ -1,0 +1,112 @@
+"""The numbers do not move: a fixed set of runs (single, stacked and procedure executors, a tuning study and
+three probes) gives the metrics recorded in tests/fixtures/golden_runs.json on the code before the
+architecture change (commit b23db0d), same seeds, same workload."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from techbench.config import parse_params
+
+GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "golden_runs.json").read_text())
+# The family names of the fixture's code, now one name per family (the slot its entries fill).
+FAMILY = {
+    "optimizers": "optimizer",
+    "lr_schedules": "schedule",
+    "batch_size": "batching",
+    "regularization": "regularizer",
+    "early_stopping": "stopping",
+    "dropout": "dropout",
+    "restarts": "restart",
+}
+WORKLOAD = {"data": {"name": "debug"}, "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 3, "batch_size": 32}}
+# Descriptive numbers that were computed differently then (steps_per_epoch rounded accumulation down) or are
+# not a training result; everything else must match.
+NOT_COMPARED = {"steps_per_epoch"}
+
+
+def _cfg(case: dict):
+    extra = case["extra"]
+    block = {"family": FAMILY[case["family"]], "techniques": [case["technique"]], "seeds": 2, **WORKLOAD}
+    if case["hp"]:
+        block["technique_params"] = {case["technique"]: case["hp"]}
+    for key in ("base", "model", "data"):
+        if key in extra:
+            block[key] = extra[key]
+    if "train" in extra:
+        block["train"] = {**WORKLOAD["train"], **extra["train"]}
+    return parse_params({"studies": {"s": block}}).study("s").runs[0]
+
+
+def _close(name: str, key: str, got: float, want: float) -> None:
+    if math.isnan(want):
+        assert math.isnan(got), (name, key, got, want)
+    elif "acc" in key or key.startswith(("epochs", "updates", "effective", "restarts", "stop/")):
+        assert got == pytest.approx(want, abs=1.6e-2), (name, key, got, want)  # one example of the debug test set
+    else:
+        assert got == pytest.approx(want, rel=2e-4, abs=2e-5), (name, key, got, want)
+
+
+def _results(case: dict):
+    from techbench.training.procedure import train_procedure
+    from techbench.training.single import train_single
+    from techbench.training.stacked import train_stacked
+
+    cfg = _cfg(case)
+    kind = case["kind"]
+    if kind == "single":
+        return {s: train_single(cfg, s).metrics for s in (0, 1)}
+    if kind == "stacked":
+        return {r.seed: r.metrics for r in train_stacked(cfg, [0, 1])}
+    execution = "vectorized" if kind == "restart_vec" else "sequential"
+    return {s: train_procedure(cfg, s, execution).metrics for s in (0, 1)}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN["cases"]))
+def test_runs_reproduce_the_recorded_metrics(name):
+    case = GOLDEN["cases"][name]
+    got = _results(case)
+    for seed, want in case["seeds"].items():
+        for key, value in want.items():
+            if key in NOT_COMPARED:
+                continue
+            assert key in got[int(seed)], (name, key)
+            _close(name, key, float(got[int(seed)][key]), float(value))
+
+
+def test_tuning_reproduces_the_recorded_trials(tmp_path):
+    from techbench.tracking import Tracker
+    from techbench.tuning import tune
+
+    want = GOLDEN["tuning"]
+    cfg = _cfg({"family": "optimizers", "technique": "adam", "hp": None, "extra": {}})
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    study = tune(cfg, want["trials"], seed=want["seed"], sampler_seed=want["sampler_seed"],
+                 storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracker=tracker)  # fmt: skip
+    assert [t.state.name for t in study.trials] == want["states"]
+    assert [t.params for t in study.trials] == want["params"]
+    done = [(t.value, v) for t, v, s in zip(study.trials, want["values"], want["states"], strict=True) if s == "COMPLETE"]
+    assert all(got == pytest.approx(value, abs=1e-6) for got, value in done)
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN["probes"]))
+def test_probes_reproduce_the_recorded_rows(name):
+    from techbench.probe_runs import probe_context
+    from techbench.probes import run_probe
+
+    want = GOLDEN["probes"][name]
+    params = parse_params({"studies": {"s": {"seeds": 1, **WORKLOAD, "probes": {name: want["hp"]}}}})
+    spec = params.study("s")
+    hp = {k: v for k, v in spec.probes[name].items() if k != "name"}
+    rows = run_probe(name, probe_context(spec, 0, params.hardware), hp).as_dict()["rows"]
+    assert [r["row"] for r in rows] == [r["row"] for r in want["rows"]]
+    for got, expected in zip(rows, want["rows"], strict=True):
+        for key, value in expected.items():
+            if isinstance(value, float):
+                _close(name, key, float(got[key]), value)
+            else:
+                assert got[key] == value, (name, key)
