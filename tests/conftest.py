@@ -13,7 +13,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 DEBUG_STUDY = {
-    "family": "optimizers",
+    "family": "optimizer",
     "techniques": ["sgd", "adam"],
     "seeds": 2,
     "data": {"name": "debug"},

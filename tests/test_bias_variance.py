@@ -10,7 +10,7 @@ from techbench.analysis.bias_variance import decompose_probs
 from techbench.checks import component
 from techbench.errors import ConfigError
 from techbench.probes import PROBES, ProbeContext, run_probe
-from techbench.probes.bias_variance import plot, verdict
+from techbench.report.probes.bias_variance import plot, verdict
 
 DEGREES = [1, 2, 3, 4, 5, 6, 8, 10, 12]
 

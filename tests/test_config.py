@@ -116,13 +116,36 @@ def test_cli_unknown_study(workdir, raw_params, capsys):
     assert "allowed: optimizers" in capsys.readouterr().err
 
 
-def test_the_full_gpu_setting_is_valid():
+def test_the_full_gpu_setting_is_a_valid_overlay_of_only_what_differs():
     from pathlib import Path
 
+    from techbench.config import load_params, read_yaml
+    from techbench.config.overlay import redundant
+
+    root = Path(__file__).parents[1]
+    params = load_params(root / "params.yaml", [root / "configs" / "full.yaml"])
+    assert params.hardware["accelerator"] == "gpu" and all(s.seeds >= 10 for s in params.studies.values())
+    assert set(params.studies) == set(load_params(root / "params.yaml").studies)
+    assert redundant(read_yaml(root / "params.yaml"), read_yaml(root / "configs" / "full.yaml")) == []
+
+
+def test_overlay_merges_mappings_replaces_lists_and_null_removes():
+    from techbench.config import merge
+
+    base = {"a": {"x": 1, "y": [1, 2]}, "b": 2, "c": {"z": 1}}
+    out = merge(base, {"a": {"y": [3]}, "b": None, "c": {"w": 2}})
+    assert out == {"a": {"x": 1, "y": [3]}, "c": {"z": 1, "w": 2}} and base["b"] == 2
+
+
+def test_overlay_command_writes_the_merged_valid_file(workdir, raw_params):
+    write_params(workdir / "params.yaml", raw_params)
+    (workdir / "more.yaml").write_text("studies:\n  optimizers:\n    seeds: 5\n")
+    assert main(["overlay", "more.yaml", "-o", "merged.yaml"]) == 0
     from techbench.config import load_params
 
-    params = load_params(Path(__file__).parents[1] / "configs" / "full.yaml")
-    assert params.hardware["accelerator"] == "gpu" and all(s.seeds >= 10 for s in params.studies.values())
+    assert load_params(workdir / "merged.yaml").studies["optimizers"].seeds == 5
+    (workdir / "bad.yaml").write_text("studies:\n  optimizers:\n    seeds: 0\n")
+    assert main(["overlay", "bad.yaml", "-o", "never.yaml"]) == 2 and not (workdir / "never.yaml").exists()
 
 
 def test_base_cannot_set_the_slot_the_study_varies(raw_params):
@@ -149,11 +172,11 @@ def test_impossible_values_are_config_errors(raw_params, patch, key):
 def test_accumulation_needs_at_least_one_micro_batch(raw_params):
     raw_params["studies"]["optimizers"] = {
         **raw_params["studies"]["optimizers"],
-        "family": "batch_size",
+        "family": "batching",
         "techniques": ["accumulate"],
         "technique_params": {"accumulate": {"k": 0}},
     }
-    assert _error(raw_params).key == "studies.optimizers.technique_params.accumulate"
+    assert _error(raw_params).key == "studies.optimizers.technique_params.accumulate.k"
 
 
 def test_impossible_combinations_stop_before_anything_is_written(workdir, raw_params, capsys):

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from techbench.checks import HP_BOUNDS, component
+from techbench.checks import bound_of, component
+from techbench.techniques import FAMILIES
 from techbench.techniques.dropout import (
     DROPOUT,
     ConcreteDropout,
@@ -19,8 +20,8 @@ from techbench.techniques.dropout import (
     apply_dropout,
     learned_rates,
     mc_predict,
-    model_spec_for,
     module_penalties,
+    stochastic_modules,
     widen_model_spec,
 )
 from techbench.workloads import build_model
@@ -217,7 +218,7 @@ def test_widen_model_spec_scales_width_by_one_over_keep_probability():
     config = {"model": mlp, "dropout": {"name": "width_scaled", "p": 0.5}}
     assert model_spec_for(config)["hidden"] == [200, 100]
     assert model_spec_for({"model": mlp, "dropout": {"name": "standard", "p": 0.5, "p_input": 0.0}}) == mlp
-    assert DROPOUT.get("width_scaled").meta["widen"] and DROPOUT.get("mc_dropout").meta["mc"]
+    assert DROPOUT.get("width_scaled").info.widen and DROPOUT.get("mc_dropout").info.mc
 
 
 # --- 5. concrete dropout -----------------------------------------------------------------------------------------
@@ -289,12 +290,14 @@ def test_mc_predict_averages_stochastic_passes_and_restores_modes():
     torch.testing.assert_close(mc_predict(plain, x, samples=3, chunk=7), F.softmax(plain(x), -1), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["dropconnect", "concrete", "inverted"])
+@pytest.mark.parametrize("name", [e.name for e in DROPOUT if e.info.modules and e.info.needs is None])
 def test_mc_predict_turns_on_every_dropout_kind(name):
+    """Every module type an entry declares is kept stochastic by MC prediction."""
     torch.manual_seed(0)
     model = _apply(name, _model(MLP)).eval()
     x = torch.randn(20, *SHAPE)
-    assert not torch.equal(mc_predict(model, x, samples=1), mc_predict(model, x, samples=1))
+    stochastic = stochastic_modules()
+    assert not torch.equal(mc_predict(model, x, 1, stochastic), mc_predict(model, x, 1, stochastic))
     assert not any(m.training for m in model.modules())
 
 
@@ -302,7 +305,13 @@ def test_mc_predict_turns_on_every_dropout_kind(name):
 
 
 def _model_for(name: str) -> dict:
-    return {"spatial": CNN, "zoneout": GRU}.get(name, MLP)
+    """A model the variant fits, from what its entry says it needs."""
+    return {None: MLP, "conv": CNN, "gru": GRU}[DROPOUT.get(name).info.needs]
+
+
+def model_spec_for(config: dict) -> dict:
+    """The model spec a run with this dropout component builds (the dropout family's resolve hook)."""
+    return FAMILIES["dropout"].resolve(config["dropout"], config, N_TRAIN)["model"]
 
 
 @pytest.mark.parametrize("name", DROPOUT.names())
@@ -329,5 +338,6 @@ def test_every_entry_has_checked_defaults_and_a_well_formed_search_space(name):
         assert entry.search_space
     for hp, dim in entry.search_space.items():
         assert hp in entry.defaults and dim["low"] < dim["high"]
-        lo = HP_BOUNDS[hp][0]
-        assert lo is None or dim["low"] >= lo
+        bound = bound_of(entry, hp)
+        assert bound is not None, f"{name}.{hp}: tunable without a range (give the entry `bounds=`)"
+        assert bound[0] is None or dim["low"] >= bound[0]

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from torch.utils.data import DataLoader, TensorDataset
 
-from techbench.checks import HP_BOUNDS
+from techbench.checks import bound_of
 from techbench.techniques.early_stopping import MONITOR, STOPPING, SmoothedStopping, build_stopping
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers.*")
@@ -236,7 +236,7 @@ def test_every_entry_is_well_formed_and_builds_callbacks(name):
         assert hp in entry.defaults and hp != "restore_best"
         assert dim["low"] < dim["high"]
         assert isinstance(dim["low"], int) == isinstance(entry.defaults[hp], int)  # tuning.suggest: int vs float
-        lo, hi, _, _ = HP_BOUNDS[hp]
+        lo, hi, _, _ = bound_of(entry, hp)
         assert (lo is None or dim["low"] >= lo) and (hi is None or dim["high"] < hi)
 
 

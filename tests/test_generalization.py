@@ -22,7 +22,7 @@ def _params():
         {
             "studies": {
                 "capacity": {
-                    "family": "regularization",
+                    "family": "regularizer",
                     "techniques": ["none"],
                     "seeds": 3,
                     "data": {**DEBUG, "train_size": 100, "resample": True},
@@ -31,7 +31,7 @@ def _params():
                     "workloads": {"width": {"sweep": {"model.hidden": [[2], [8], [32]]}}},
                 },
                 "regularization": {
-                    "family": "regularization",
+                    "family": "regularizer",
                     "techniques": ["none", "l2", "l1_proximal"],
                     "seeds": 2,
                     "data": DEBUG,
@@ -41,7 +41,7 @@ def _params():
                     "sweep": {"l2.lam": [1.0, 10.0], "l1_proximal.lam": [300.0]},
                 },
                 "early_stopping": {
-                    "family": "early_stopping",
+                    "family": "stopping",
                     "techniques": ["fixed_budget", "patience"],
                     "seeds": 2,
                     # Few, noisy labels and a large LR: the validation loss turns up within a few epochs.
@@ -75,10 +75,15 @@ def done(tmp_path_factory):
     tracker = Tracker(f"sqlite:///{root / 'mlflow.db'}")
     for study in params.studies:
         run_study(params, study, tracker=tracker)
-        export_study(params, study, tracker=tracker, out_dir=root / "results")
+        export_study(params, study, tracker=tracker, root=root / "results")
     write_reports(root / "results", root / "reports")
     runs = {s: json.loads((root / "results" / s / "runs.json").read_text())["runs"] for s in params.studies}
     return root, runs
+
+
+def _m(row, metric):
+    """A run's final metric, as its results row holds it."""
+    return row["metrics"].get(metric)
 
 
 def _rows(runs, label):
@@ -94,13 +99,15 @@ def _rows(runs, label):
 def test_early_stopping_records_stop_epoch_and_best_vs_last_weights(done):
     root, runs = done
     for r in _rows(runs["early_stopping"], "patience"):
-        assert r["stop_fired"] == 1 and r["stop_epoch"] == r["epochs_run"] < 40
-        assert r["epochs_saved"] == 40 - r["epochs_run"]
-        assert r["stop_best_epoch"] == r["stop_epoch"] - 2  # patience 2 after the best epoch
-        assert r["test_acc"] == pytest.approx(r["test_acc_best"])  # restore_best: the run keeps the best weights
+        assert _m(r, "stop/fired") == 1 and _m(r, "stop/epoch") == r["epochs_run"] < 40
+        assert _m(r, "stop/epochs_saved") == 40 - r["epochs_run"]
+        assert _m(r, "stop/best_epoch") == _m(r, "stop/epoch") - 2  # patience 2 after the best epoch
+        assert r["test_acc"] == pytest.approx(
+            _m(r, "stop/test_acc_best")
+        )  # restore_best: the run keeps the best weights
     for r in _rows(runs["early_stopping"], "fixed_budget"):
-        assert r["epochs_run"] == 40 and r["stop_fired"] == 0 and r["epochs_saved"] == 0
-        assert r["test_acc"] == pytest.approx(r["test_acc_last"])  # keeps the last weights
+        assert r["epochs_run"] == 40 and _m(r, "stop/fired") == 0 and _m(r, "stop/epochs_saved") == 0
+        assert r["test_acc"] == pytest.approx(_m(r, "stop/test_acc_last"))  # keeps the last weights
         # Same seed, same curve: patience's best epoch is the fixed budget's best epoch if it came before the stop.
     md = (root / "reports/early_stopping.md").read_text()
     assert "stopped at epoch" in md and "best-validation weights − last weights" in md
@@ -114,7 +121,7 @@ def test_capacity_study_decomposes_test_error_over_resampled_training_sets(done)
     assert set(parts) == {"none@hidden=2", "none@hidden=8", "none@hidden=32"}
     for p in parts.values():
         assert p["runs"] == 3 and p["variance"] > 0
-        assert p["error"] == pytest.approx(p["bias2"] + p["variance"], abs=1e-5)
+        assert p["brier"] == pytest.approx(p["bias2"] + p["variance"], abs=1e-5)
     # resample: every seed trained on its own draw of the training set, recorded as n_train = 100
     assert {r["n_train"] for r in runs["capacity"]} == {100.0}
     md = (root / "reports/capacity.md").read_text()
@@ -125,9 +132,9 @@ def test_penalties_report_sparsity_and_best_lambda_on_validation(done):
     root, runs = done
     prox = _rows(runs["regularization"], "l1_proximal@lam=300")
     l2 = _rows(runs["regularization"], "l2@lam=1")
-    assert min(r["zero_frac"] for r in prox) > 0.1 > max(r["zero_frac"] for r in l2)
+    assert min(_m(r, "weights/zero_frac") for r in prox) > 0.1 > max(_m(r, "weights/zero_frac") for r in l2)
     strong, weak = _rows(runs["regularization"], "l2@lam=10"), l2
-    assert all(s["weights_l2"] < w["weights_l2"] for s, w in zip(strong, weak, strict=True))
+    assert all(_m(s, "weights/l2_norm") < _m(w, "weights/l2_norm") for s, w in zip(strong, weak, strict=True))
     md = (root / "reports/regularization.md").read_text()
     assert "Best λ per penalty (selected on validation accuracy" in md and "exact zeros %" in md
 
@@ -135,10 +142,15 @@ def test_penalties_report_sparsity_and_best_lambda_on_validation(done):
 def test_mc_dropout_and_concrete_rates_are_measured(done):
     root, runs = done
     for r in _rows(runs["dropout"], "mc_dropout"):
-        assert 0 <= r["mc_acc"] <= 1 and r["mc_nll"] > 0 and 0 <= r["mc_ece"] <= 1 and 0 <= r["ece"] <= 1
+        assert (
+            0 <= _m(r, "mc/test_acc") <= 1
+            and _m(r, "mc/test_nll") > 0
+            and 0 <= _m(r, "mc/test_ece") <= 1
+            and 0 <= _m(r, "calibration/ece") <= 1
+        )
     for r in _rows(runs["dropout"], "concrete"):
         assert set(r["learned_p"]) == {"layer0"} and 0 < r["learned_p"]["layer0"] < 1
-    assert all(r["mc_acc"] is None for r in _rows(runs["dropout"], "none"))
+    assert all(_m(r, "mc/test_acc") is None for r in _rows(runs["dropout"], "none"))
     md = (root / "reports/dropout.md").read_text()
     assert "MC average − deterministic" in md and "learned dropout rates" in md
 

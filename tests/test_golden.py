@@ -23,7 +23,11 @@ FAMILY = {
     "dropout": "dropout",
     "restarts": "restart",
 }
-WORKLOAD = {"data": {"name": "debug"}, "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 3, "batch_size": 32}}
+WORKLOAD = {
+    "data": {"name": "debug"},
+    "model": {"name": "mlp", "hidden": [16]},
+    "train": {"epochs": 3, "batch_size": 32},
+}
 # Descriptive numbers that were computed differently then (steps_per_epoch rounded accumulation down) or are
 # not a training result; everything else must match.
 NOT_COMPARED = {"steps_per_epoch"}
@@ -85,11 +89,19 @@ def test_tuning_reproduces_the_recorded_trials(tmp_path):
     want = GOLDEN["tuning"]
     cfg = _cfg({"family": "optimizers", "technique": "adam", "hp": None, "extra": {}})
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    study = tune(cfg, want["trials"], seed=want["seed"], sampler_seed=want["sampler_seed"],
-                 storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracker=tracker)  # fmt: skip
+    study = tune(
+        cfg,
+        want["trials"],
+        seed=want["seed"],
+        sampler_seed=want["sampler_seed"],
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        tracker=tracker,
+    )
     assert [t.state.name for t in study.trials] == want["states"]
     assert [t.params for t in study.trials] == want["params"]
-    done = [(t.value, v) for t, v, s in zip(study.trials, want["values"], want["states"], strict=True) if s == "COMPLETE"]
+    done = [
+        (t.value, v) for t, v, s in zip(study.trials, want["values"], want["states"], strict=True) if s == "COMPLETE"
+    ]
     assert all(got == pytest.approx(value, abs=1e-6) for got, value in done)
 
 

@@ -18,6 +18,7 @@ from techbench.probes.gradient_autodiff import _test_functions, manual_backprop
 from techbench.probes.gradient_common import FAMILY, mlp_spec, rel_diff, sample_batch, study_model
 from techbench.probes.gradient_computation import _batched_grads, _loop_grads, _vmap_grads
 from techbench.probes.gradient_memory import _accumulate, _checkpoint_one, _grads
+from techbench.report.probes import VIEWS
 from techbench.training.memory import peak_step_memory, saved_tensor_bytes, tracked_step_memory
 from techbench.workloads import DATASETS, MODELS
 
@@ -120,7 +121,7 @@ def _hp(name: str, **override) -> dict:
     return merge_checked(f"probes.{name}", entry.defaults, {**TINY.get(name, {}), **override})
 
 
-FAMILY_PROBES = [e.name for e in PROBES if e.meta.get("family") == FAMILY]
+FAMILY_PROBES = [e.name for e in PROBES if e.info.topic == FAMILY]
 
 
 def test_family_has_the_expected_probes():
@@ -130,7 +131,6 @@ def test_family_has_the_expected_probes():
 
 @pytest.mark.parametrize("name", FAMILY_PROBES)
 def test_probe_runs_at_tiny_sizes(name, ctx, tmp_path):
-    entry = PROBES.get(name)
     results = [run_probe(name, dataclasses.replace(ctx, seed=s), _hp(name)).as_dict() for s in (0, 1)]
     for res in results:
         assert res["rows"] and res["notes"]
@@ -138,7 +138,7 @@ def test_probe_runs_at_tiny_sizes(name, ctx, tmp_path):
             assert isinstance(row["row"], str)
             nums = [v for k, v in row.items() if k != "row"]
             assert nums and all(isinstance(v, float | int) and math.isfinite(v) for v in nums), row
-    sentences = entry.meta["verdict"](results)
+    sentences = VIEWS[name].verdict(results)
     assert sentences and all(isinstance(s, str) and s for s in sentences)
-    path = entry.meta["plot"](results, tmp_path / f"{name}.png")
+    path = VIEWS[name].plot(results, tmp_path / f"{name}.png")
     assert path is not None and path.stat().st_size > 0

@@ -9,7 +9,8 @@ import pytest
 
 from techbench.config import component
 from techbench.probes import PROBES, ProbeContext, run_probe
-from techbench.probes.lr_range_test import _smoothed, _steepest, plot, verdict
+from techbench.probes.lr_range_test import _smoothed, _steepest
+from techbench.report.probes.lr_range_test import plot, verdict
 from techbench.workloads import DATASETS
 
 

@@ -327,7 +327,7 @@ def test_gc_variants_exist_for_first_order_optimizers_only():
     assert gc == {f"{b}+gc" for b in bases if b not in ("lbfgs", "newton")}
     for name in gc:
         entry, base = OPTIMIZERS.get(name), OPTIMIZERS.get(name.removesuffix("+gc"))
-        assert entry.meta["modifier"] == "gc" and entry.meta["base"] == base.name
+        assert entry.info.modifier == "gc" and entry.info.base == base.name
         assert entry.defaults == base.defaults and entry.search_space == base.search_space
         assert entry.description == f"{base.description} + gradient centralization"
 
@@ -400,7 +400,7 @@ def test_newton_step_on_logistic_regression_is_the_damped_newton_step():
 
 
 def test_newton_rejects_models_over_max_params():
-    limit = OPTIMIZERS.get("newton").meta["max_params"]
+    limit = OPTIMIZERS.get("newton").info.max_params
     assert limit == 5000
     with pytest.raises(ValueError, match=r"6060.*5000"):
         build_optimizer({"name": "newton", **OPTIMIZERS.get("newton").defaults}, nn.Linear(100, 60))

@@ -8,6 +8,7 @@ import pytest
 from techbench.checks import component
 from techbench.probes import PROBES, ProbeContext, run_probe
 from techbench.probes.quadratic import iterate, quadratic_problems
+from techbench.report.probes import VIEWS
 
 KAPPAS = [10, 100, 10000]
 SMALL = {"d": 10, "kappa_values": KAPPAS, "steps": 2000, "max_iters": 20_000, "digits": 1}
@@ -87,10 +88,10 @@ def test_heavy_ball_beats_gd_and_the_gap_grows_with_kappa(result):
 
 def test_curves_are_subsampled_and_verdict_and_plot_work(result, tmp_path):
     assert all(len(c["x"]) <= 200 and len(c["x"]) == len(c["rel_dist"]) for c in result.curves.values())
-    entry = PROBES.get("quadratic_gd")
-    sentences = entry.meta["verdict"]([result.as_dict()])
+    entry = VIEWS["quadratic_gd"]
+    sentences = entry.verdict([result.as_dict()])
     assert sentences and "holds exactly" in sentences[0]
-    assert entry.meta["plot"]([result.as_dict()], tmp_path / "q.png").exists()
+    assert entry.plot([result.as_dict()], tmp_path / "q.png").exists()
 
 
 def test_same_seed_gives_identical_rows(result):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from techbench.config import HP_BOUNDS
+from techbench.checks import bound_of
 from techbench.techniques import FAMILIES, OPTIMIZERS
 from techbench.techniques.optimizers import build_optimizer
 from techbench.workloads import DATASETS, MODELS, build_model, load_dataset
@@ -21,13 +21,13 @@ def test_optimizer_builds_and_a_step_lowers_the_loss(name):
     # Full-batch second-order methods are benchmarked on the convex workload they are meant for.
     spec = (
         {"name": "logreg"}
-        if entry.meta.get("full_batch")
+        if entry.info.full_batch
         else {"name": "mlp", "hidden": [16], "activation": "relu", "dropout": 0.0}
     )
     model = build_model(spec, (1, 16), 4)
     opt = build_optimizer({"name": name, **entry.defaults}, model)
     before = F.cross_entropy(model(x), y)
-    closure_kind = entry.meta.get("closure", "none")
+    closure_kind = entry.info.closure or "none"
 
     def closure():
         # "backward": the optimizer re-evaluates loss and gradients (L-BFGS); "loss_graph": it differentiates
@@ -53,13 +53,14 @@ def test_search_spaces_are_well_formed(family):
         # Entries with numeric hyperparameters must be tunable (switches such as restore_best are not);
         # batch regimes are fixed recipes.
         numeric = [v for v in entry.defaults.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if family.name != "batch_size" and numeric:
+        if family.name != "batching" and numeric:
             assert entry.search_space, f"{entry.name} declares no search space"
         for hp, dim in entry.search_space.items():
             assert hp in entry.defaults, f"{entry.name}: {hp} is tunable but has no default"
             assert "choices" in dim or dim["low"] < dim["high"]
-            if hp in HP_BOUNDS and "low" in dim:
-                lo = HP_BOUNDS[hp][0]
+            bound = bound_of(entry, hp)
+            if bound is not None and "low" in dim:
+                lo = bound[0]
                 assert lo is None or dim["low"] >= lo
 
 

@@ -123,7 +123,7 @@ def _params_file(tmp_path, optimizer: str, technique: str):
             {
                 "studies": {
                     "reg": {
-                        "family": "regularization",
+                        "family": "regularizer",
                         "techniques": [technique],
                         "seeds": 1,
                         "data": {"name": "debug"},
@@ -140,9 +140,9 @@ def _params_file(tmp_path, optimizer: str, technique: str):
 
 
 def _trained_weights(cfg):
-    from techbench.training.run import train_one
+    from techbench.training.single import train_single
 
-    return [p.detach().clone() for p in train_one(cfg, seed=0).model.parameters()]
+    return [p.detach().clone() for p in train_single(cfg, seed=0).model.parameters()]
 
 
 def test_l1_proximal_reaches_exact_zeros_that_subgradient_l1_and_l2_do_not(tmp_path):

@@ -12,12 +12,21 @@ import pytest
 from techbench.checks import component
 from techbench.config import parse_params
 from techbench.probes import PROBES, ProbeContext, run_probe
-from techbench.probes.mode_connectivity import barrier, path_metrics, plot, restart_context, train_pairs, verdict
-from techbench.report.restarts import restart_findings
-from techbench.training.evaluation import evaluate
+from techbench.probes.mode_connectivity import barrier, path_metrics, restart_context, train_pairs
+from techbench.report.families import FindingsContext
+from techbench.report.families.restarts import findings as restart_family_findings
+from techbench.report.probes.mode_connectivity import plot, verdict
+from techbench.techniques import FAMILIES
 from techbench.workloads import DATASETS
+from techbench.workloads.evaluation import evaluate
 
 # --- restart_findings on hand-set rows ----------------------------------------------------------------------------
+
+
+def restart_findings(groups: dict, stem):
+    """The family's findings with the techniques' flags as the study's results carry them."""
+    flags = {t: FAMILIES["restart"].describe(t) for t in {label.split("@")[0] for label in groups}}
+    return restart_family_findings(groups, FindingsContext(stem, stem.name, flags))
 
 
 def _row(technique: str, seed: int, test_acc: float, compute: float, members=None, procedure=None, curves=None):
@@ -199,7 +208,7 @@ def _components() -> dict:
         {
             "studies": {
                 "s": {
-                    "family": "optimizers",
+                    "family": "optimizer",
                     "techniques": ["sgd"],
                     "seeds": 1,
                     "data": {"name": "debug"},

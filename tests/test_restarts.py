@@ -17,16 +17,9 @@ from torch import nn
 from techbench.config import parse_params
 from techbench.errors import ConfigError
 from techbench.techniques import FAMILIES, RESTARTS, SCHEDULES
-from techbench.techniques.restarts import (
-    GaussianSmoothing,
-    SnapshotEnsemble,
-    cycle_ends,
-    expected_best_of_n,
-    perturb_,
-    reinit_,
-    run_procedure,
-)
-from techbench.training.restart_run import RestartContext
+from techbench.techniques.restarts import expected_best_of_n, perturb_, reinit_, run_procedure
+from techbench.techniques.restarts.trajectory import GaussianSmoothing, SnapshotEnsemble, cycle_ends
+from techbench.training.procedure import ProcedureContext as RestartContext
 from techbench.workloads import build_model
 
 MEMBER_KEYS = {"val_loss", "val_acc", "test_loss", "test_acc", "epochs"}
@@ -34,7 +27,7 @@ MEMBER_KEYS = {"val_loss", "val_acc", "test_loss", "test_acc", "epochs"}
 
 def restart_config(name: str, epochs: int = 2, base: dict | None = None, **hp):
     block = {
-        "family": "restarts",
+        "family": "restart",
         "techniques": [name],
         "seeds": 1,
         "data": {"name": "debug"},
@@ -83,7 +76,7 @@ def test_every_procedure_runs_and_returns_scored_members(name):
 
 
 def test_family_fills_the_restart_slot_and_defaults_to_single(raw_params):
-    assert FAMILIES["restarts"].slot == "restart"
+    assert FAMILIES["restart"].name == "restart" and FAMILIES["restart"].procedure
     other = parse_params(raw_params).studies["optimizers"].runs[0]
     assert other.components["restart"] == {"name": "single"}
     assert restart_config("iterated_local_search").components["restart"] == {
@@ -117,13 +110,14 @@ def test_impossible_values_are_config_errors(name, hp):
 
 def test_train_restart_logs_members_procedure_and_curves(workdir):
     from techbench.tracking import Tracker
-    from techbench.training.restart_run import train_restart
+    from techbench.training.procedure import train_procedure
 
     tracker = Tracker()
-    result = train_restart(restart_config("random_restarts", restarts=2), 0, tracker)
+    result = train_procedure(restart_config("random_restarts", restarts=2), 0)
+    run_id = tracker.write(result.record())
     assert result.metrics["restarts"] == 2.0 and result.metrics["compute/epochs"] == 4.0
-    assert len(tracker.history(result.run_id, "restart/val_loss")) == 2
-    assert len(tracker.history(result.run_id, "curve/expected_best_of_n")) == 2
+    assert len(tracker.history(run_id, "restart/val_loss")) == 2
+    assert len(tracker.history(run_id, "curve/expected_best_of_n")) == 2
     assert "procedure/beats_median_frac" in result.metrics
 
 
@@ -320,8 +314,8 @@ def test_sgdr_snapshots_at_each_cycle_minimum():
     ctx, out = cached("sgdr", epochs=4, cycles=2)
     assert [m["epochs"] for m in out.members] == [2.0, 4.0] and ctx.spent_epochs == 4
     assert ctx.score(out.final) == {k: out.members[-1][k] for k in ("val_loss", "val_acc", "test_loss", "test_acc")}
-    lr_at = SCHEDULES.get("cosine_restarts").meta["lr_at"]
-    base = ctx.config["optimizer"]["lr"]
+    lr_at = SCHEDULES.get("cosine_restarts").info.lr_at
+    base = ctx.run["optimizer"]["lr"]
     steps = int(out.members[-1]["step"])
     spe = steps // 4
     hp = {"period_epochs": 2, "period_mult": 1, "min_lr": 0.0}

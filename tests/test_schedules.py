@@ -17,7 +17,7 @@ from techbench.workloads import InMemoryLoader
 
 BASE_LR, EPOCHS, SPE = 0.1, 7, 5
 T = EPOCHS * SPE
-WITH_LR_AT = [e.name for e in SCHEDULES if e.meta.get("lr_at") is not None]
+WITH_LR_AT = [e.name for e in SCHEDULES if e.info.lr_at is not None]
 
 
 def _optimizer(lr: float = BASE_LR) -> torch.optim.Optimizer:
@@ -40,7 +40,7 @@ def torch_lrs(name: str, epochs: int = EPOCHS, spe: int = SPE, **hp) -> list[flo
 
 def lr_at(name: str, t: int, total: int = T, spe: int = SPE, base_lr: float = BASE_LR, **hp) -> float:
     entry = SCHEDULES.get(name)
-    return entry.meta["lr_at"](t, base_lr, total, spe, **{**entry.defaults, **hp})
+    return entry.info.lr_at(t, base_lr, total, spe, **{**entry.defaults, **hp})
 
 
 def assert_close_seq(got, expected):

@@ -13,7 +13,7 @@ MLP = {"name": "mlp", "hidden": [8]}
 
 
 def _study(**block):
-    base = {"seeds": 1, "data": DEBUG, "model": MLP, "family": "regularization"}
+    base = {"seeds": 1, "data": DEBUG, "model": MLP, "family": "regularizer"}
     return parse_params({"studies": {"s": {**base, **block}}}).study("s")
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from techbench.config import parse_params
-from techbench.training.run import train_one
+from techbench.training.single import train_single
 from techbench.workloads import InMemoryLoader
 
 
@@ -19,14 +19,14 @@ def _cfg(raw_params, technique="adam", **train):
 
 def test_same_seed_same_numbers_different_seed_different(raw_params):
     cfg = _cfg(raw_params)
-    a, b, c = (train_one(cfg, s).metrics for s in (0, 0, 1))
+    a, b, c = (train_single(cfg, s).metrics for s in (0, 0, 1))
     assert a["test/acc"] == b["test/acc"] and a["test/loss"] == b["test/loss"]
     assert c["test/loss"] != a["test/loss"]
 
 
 def test_diverging_run_is_recorded_not_raised(raw_params):
     raw_params["studies"]["optimizers"]["technique_params"] = {"sgd": {"lr": 1.0e4}}
-    result = train_one(_cfg(raw_params, "sgd", epochs=5), 0)
+    result = train_single(_cfg(raw_params, "sgd", epochs=5), 0)
     assert result.outcome == "diverged"
     assert result.diverged_step is not None and result.metrics["epochs_run"] < 5
 
@@ -61,7 +61,7 @@ def test_gradient_of_k_micro_batches_equals_one_large_batch():
 
 
 def test_training_learns_the_debug_task(raw_params):
-    metrics = train_one(_cfg(raw_params, epochs=15), 0).metrics
+    metrics = train_single(_cfg(raw_params, epochs=15), 0).metrics
     assert metrics["test/acc"] > 0.8 and math.isfinite(metrics["test/loss"])
 
 
@@ -73,7 +73,10 @@ def test_ddp_two_cpu_processes_log_one_run(workdir, raw_params):
     raw_params["hardware"] = {"devices": 2, "strategy": "ddp_spawn"}
     cfg = _cfg(raw_params)
     tracker = Tracker()
-    train_one(cfg, 0, tracker=tracker)
+    result = train_single(cfg, 0)
+    # The fit ran in spawned processes: its per-epoch log came back from rank 0.
+    assert result.metrics["epochs_run"] == 3 and result.metrics["updates"] > 0
+    tracker.write(result.record())
     runs = list(tracker.search("optimizers", {"config_hash": cfg.config_hash()}))
     assert len(runs) == 1
     assert len(tracker.history(runs[0].info.run_id, "val/acc")) == 3

@@ -14,7 +14,7 @@ SEEDS = [0, 1, 2]
 
 def _study(optimizer: dict, execution: str = "vectorized", data: dict | None = None, **extra):
     block = {
-        "family": "optimizers",
+        "family": "optimizer",
         "techniques": [optimizer["name"]],
         "technique_params": {optimizer["name"]: {k: v for k, v in optimizer.items() if k != "name"}},
         "seeds": len(SEEDS),
@@ -36,13 +36,13 @@ RESAMPLED = {"name": "debug", "train_size": 100, "label_noise": 0.2, "resample":
     ids=["adam", "momentum", "adam-per-seed-training-sets"],
 )
 def test_vectorized_seeds_equal_sequential_runs(optimizer, data):
-    from techbench.training.run import train_one
-    from techbench.training.vectorized import train_seeds
+    from techbench.training.single import train_single
+    from techbench.training.stacked import train_stacked
 
     cfg = _study(optimizer, data=data).study("s").runs[0]
-    stacked = train_seeds(cfg, SEEDS)
+    stacked = train_stacked(cfg, SEEDS)
     for result in stacked:
-        alone = train_one(cfg, result.seed)
+        alone = train_single(cfg, result.seed)
         for a, b in zip(alone.model.parameters(), result.model.parameters(), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         for key in ("test/acc", "train/final_acc", "epochs_run", "updates"):
@@ -77,16 +77,17 @@ def test_unstackable_configs_fall_back_to_sequential_runs(tmp_path, caplog):
         assert run_study(params, "s", tracker=tracker) == len(SEEDS)
     assert "sequential seeds (not stackable: optimizer lars" in caplog.text
     runs = list(tracker.search("s", {"complete": "1"}))
-    assert all("execution" not in r.data.tags for r in runs)
+    assert all(r.data.tags["execution"] == "sequential" for r in runs)
+    assert all(r.data.tags["stack_refused"].startswith("not stackable: optimizer lars") for r in runs)
 
 
 def test_dropout_masks_differ_between_seeds_in_the_stack():
-    from techbench.training.vectorized import VectorizedModule
+    from techbench.training.stack_module import StackedModule
     from techbench.workloads import build_model
 
     torch.manual_seed(0)
     model = build_model({"name": "mlp", "hidden": [64], "activation": "relu", "dropout": 0.5}, (1, 8), 3)
-    same = VectorizedModule([model, model], {})
+    same = StackedModule([model, model], None)
     x = torch.randn(5, 1, 8)
     out = same._forward(x, shared_input=True)  # identical weights, training mode: only the masks differ
     assert out.shape == (2, 5, 3) and not torch.allclose(out[0], out[1])
@@ -102,11 +103,11 @@ def test_execution_mode_is_validated():
 def test_vectorized_restarts_train_on_the_runs_own_resampled_data(tmp_path):
     """Independent restarts inside a restart run use the run's training set even when it is resampled per
     seed, so the stacked and the one-at-a-time procedure agree; the run is tagged as vectorized."""
-    from techbench.training.restart_run import train_restart
+    from techbench.training.procedure import train_procedure
 
     def block(execution):
         return {
-            "family": "restarts",
+            "family": "restart",
             "techniques": ["random_restarts"],
             "technique_params": {"random_restarts": {"restarts": 3}},
             "seeds": 1,
@@ -118,8 +119,9 @@ def test_vectorized_restarts_train_on_the_runs_own_resampled_data(tmp_path):
 
     params = parse_params({"studies": {"v": block("vectorized"), "q": block("sequential")}})
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    stacked = train_restart(params.study("v").runs[0], 1, tracker, "vectorized")
-    alone = train_restart(params.study("q").runs[0], 1, None, "sequential")
+    stacked = train_procedure(params.study("v").runs[0], 1, "vectorized")
+    tracker.write(stacked.record())
+    alone = train_procedure(params.study("q").runs[0], 1, "sequential")
     for key in ("test/acc", "procedure/best_val_loss", "procedure/ensemble_test_nll"):
         assert stacked.metrics[key] == pytest.approx(alone.metrics[key], rel=1e-4, abs=1e-5), key
     run = next(iter(tracker.search("v", {"complete": "1"})))

@@ -60,10 +60,25 @@ def probe_record(spec: StudySpec, name: str, seed: int, chash: str, result: dict
         if k != "x"
     }
     hp = {k: v for k, v in spec.probes[name].items() if k != "name"}
-    tags = {"study": spec.name, "probe": name, "technique": name, "seed": str(seed), "config_hash": chash,
-            "code_version": code_version()}  # fmt: skip
-    return RunRecord(study=spec.name, name=f"probe/{name}/seed{seed}", kind="probe", seed=seed, tags=tags,
-                     config={**hp, "seed": seed}, metrics=metrics, histories=histories, payload=result)  # fmt: skip
+    tags = {
+        "study": spec.name,
+        "probe": name,
+        "technique": name,
+        "seed": str(seed),
+        "config_hash": chash,
+        "code_version": code_version(),
+    }
+    return RunRecord(
+        study=spec.name,
+        name=f"probe/{name}/seed{seed}",
+        kind="probe",
+        seed=seed,
+        tags=tags,
+        config={**hp, "seed": seed},
+        metrics=metrics,
+        histories=histories,
+        payload=result,
+    )
 
 
 def run_probes(spec: StudySpec, hardware: dict[str, Any], tracker: Tracker, force: bool = False) -> int:

@@ -22,6 +22,24 @@ from techbench import code_version
 from techbench.errors import ConfigError
 
 IDENTITY = ("study", "family", "technique", "variant", "workload")
+HARDWARE_DEFAULTS: dict[str, Any] = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "num_nodes": 1,
+    "strategy": "auto",
+    "precision": "32-true",
+    "deterministic": True,
+}
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 20,
+    "batch_size": 128,
+    "accumulate_grad_batches": 1,
+    "grad_clip": 0.0,  # 0 = no clipping
+    # A training loss above this (or NaN/inf) marks the run as diverged; it stops and is recorded.
+    "divergence_loss": 1.0e3,
+    "target_val_acc": 0.0,  # time-to-target is reported when > 0
+    "save_predictions": False,  # log test-set probabilities (an artifact) for bias²/variance over seeds
+}
 
 
 @dataclass(frozen=True)
@@ -85,8 +103,17 @@ class EffectiveRun:
     def from_dict(cls, config: RunConfig, resolved: dict[str, Any], data_shape: tuple, n_train: int, classes: int):
         sections = {"data", "model", "train", "hardware", "sweep", *IDENTITY}
         comps = {k: v for k, v in resolved.items() if k not in sections}
-        return cls(config, resolved["data"], resolved["model"], resolved["train"], comps, resolved["hardware"],
-                   int(n_train), tuple(data_shape), int(classes))  # fmt: skip
+        return cls(
+            config,
+            resolved["data"],
+            resolved["model"],
+            resolved["train"],
+            comps,
+            resolved["hardware"],
+            int(n_train),
+            tuple(data_shape),
+            int(classes),
+        )
 
     def __getitem__(self, slot: str) -> dict[str, Any]:
         return self.components[slot]

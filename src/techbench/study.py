@@ -133,8 +133,13 @@ def _family(family) -> dict | None:
     if family is None:
         return None
     columns = [{"metric": c.metric, "header": c.header, "scale": c.scale, "digits": c.digits} for c in family.columns]
-    return {"name": family.name, "description": family.description, "columns": columns,
-            "summary": list(family.summary), "findings": family.findings}  # fmt: skip
+    return {
+        "name": family.name,
+        "description": family.description,
+        "columns": columns,
+        "summary": list(family.summary),
+        "findings": family.findings,
+    }
 
 
 def _config(cfg: RunConfig, spec: StudySpec, records: dict[tuple[str, int], RunRecord]) -> dict:
@@ -142,8 +147,14 @@ def _config(cfg: RunConfig, spec: StudySpec, records: dict[tuple[str, int], RunR
     trained = next((records[k].config for k in _keys(cfg, spec, records)), None)
     config = dict(trained) if trained is not None else cfg.as_dict()
     info = {f.name: f.describe(config[f.name]["name"]) for f in FAMILIES if f.name in config}
-    return {**config, "config_hash": cfg.config_hash(), "seeds": spec.seeds, "code_version": code_version(),
-            "trained": trained is not None, "info": info}  # fmt: skip
+    return {
+        **config,
+        "config_hash": cfg.config_hash(),
+        "seeds": spec.seeds,
+        "code_version": code_version(),
+        "trained": trained is not None,
+        "info": info,
+    }
 
 
 def bias_variance(tracker: Tracker, spec: StudySpec, records: dict) -> dict:

@@ -20,19 +20,20 @@ import yaml
 
 from techbench.checks import component, merge_checked
 from techbench.config.overlay import merge
-from techbench.config.study import TRAIN_DEFAULTS, parse_study
+from techbench.config.study import parse_study
 from techbench.errors import ConfigError
 from techbench.paths import PATHS_DEFAULTS, parse_paths
-from techbench.specs import EffectiveRun, Params, RunConfig, StudySpec, TuningSpec, Workload
+from techbench.specs import (
+    HARDWARE_DEFAULTS,
+    TRAIN_DEFAULTS,
+    EffectiveRun,
+    Params,
+    RunConfig,
+    StudySpec,
+    TuningSpec,
+    Workload,
+)
 
-HARDWARE_DEFAULTS: dict[str, Any] = {
-    "accelerator": "cpu",
-    "devices": 1,
-    "num_nodes": 1,
-    "strategy": "auto",
-    "precision": "32-true",
-    "deterministic": True,
-}
 HARDWARE_ALLOWED = {
     "accelerator": ["auto", "cpu", "gpu", "cuda", "mps"],
     "strategy": ["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp"],

@@ -9,7 +9,7 @@ from techbench.checks import component, merge_checked
 from techbench.config.sweeps import applicable, apply_point, check_slot_axes, parse_axes, points
 from techbench.errors import ConfigError
 from techbench.probes import PROBES
-from techbench.specs import RunConfig, StudySpec, Workload
+from techbench.specs import TRAIN_DEFAULTS, RunConfig, StudySpec, Workload
 from techbench.techniques import FAMILIES
 from techbench.workloads import DATASETS, MODELS
 
@@ -29,16 +29,6 @@ STUDY_KEYS = [
 ]
 EXECUTION = ["sequential", "vectorized"]
 WORKLOAD_KEYS = ["data", "model", "train", "techniques", "sweep"]
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 20,
-    "batch_size": 128,
-    "accumulate_grad_batches": 1,
-    "grad_clip": 0.0,  # 0 = no clipping
-    # A training loss above this (or NaN/inf) marks the run as diverged; it stops and is recorded.
-    "divergence_loss": 1.0e3,
-    "target_val_acc": 0.0,  # time-to-target is reported when > 0
-    "save_predictions": False,  # log test-set probabilities (an artifact) for bias²/variance over seeds
-}
 
 
 def _mapping(key: str, value: Any, what: str) -> dict:
@@ -85,8 +75,9 @@ def _workloads(key: str, block: dict, techniques: list[str]) -> list[tuple[Workl
     out = []
     for name, w in given.items():
         wkey = f"{key}.workloads.{name}"
-        out.append(_workload(wkey, name, _mapping(wkey, w, "data, model, train, techniques"), block, techniques,
-                             train_default))  # fmt: skip
+        out.append(
+            _workload(wkey, name, _mapping(wkey, w, "data, model, train, techniques"), block, techniques, train_default)
+        )
     return out
 
 
@@ -175,9 +166,19 @@ def _runs(name, key, family, techs, workloads, fixed, axes, hardware) -> list[Ru
                 parts[family.name] = tech
                 parts = apply_point(key, parts, point, registries)
                 sections = {s: parts.pop(s) for s in ("data", "model", "train")}
-                runs.append(RunConfig(study=name, family=family.name, technique=tech["name"], **sections,
-                                      components=parts, hardware=hardware, variant=point.label,
-                                      workload=workload.name, sweep=point.values))  # fmt: skip
+                runs.append(
+                    RunConfig(
+                        study=name,
+                        family=family.name,
+                        technique=tech["name"],
+                        **sections,
+                        components=parts,
+                        hardware=hardware,
+                        variant=point.label,
+                        workload=workload.name,
+                        sweep=point.values,
+                    )
+                )
     return runs
 
 

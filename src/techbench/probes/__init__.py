@@ -7,12 +7,14 @@ whose rows are logged as metrics ``<row>/<metric>`` and whose curves as metric h
 shows each probe's rows as a table (mean ± 95% CI over seeds) plus the probe's own plot.
 
 Flags (ProbeInfo): ``topic`` — the study topic it belongs to in `techbench list` (e.g. "gradient_computation").
-A probe's plot and its sentences for "What the numbers say" are report code (report/probes/).
+A probe's plot and its sentences for "What the numbers say" are its view in techbench.report.probes, registered
+under the probe's name there, so that the report never imports the probes (nor torch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +24,6 @@ from techbench.registry import Info, Registry
 @dataclass(frozen=True)
 class ProbeInfo(Info):
     topic: str | None = None
-    plot: Callable | None = None  # moving to report/probes
-    verdict: Callable | None = None  # moving to report/probes
 
 
 PROBES = Registry("probe", ProbeInfo)
@@ -61,9 +61,6 @@ def run_probe(name: str, ctx: ProbeContext, hp: dict[str, Any]) -> ProbeResult:
 
 def _register_all() -> None:
     # Importing the modules registers their probes.
-    import importlib
-    import pkgutil
-
     for mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{mod.name}")
 

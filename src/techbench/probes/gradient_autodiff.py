@@ -15,18 +15,14 @@ from techbench.probes import PROBES, ProbeContext, ProbeResult
 from techbench.probes.gradient_common import (
     DTYPES,
     FAMILY,
-    bar_plot,
-    fmt_ci,
     hardware_note,
     median_seconds,
     mlp_spec,
     probe_device,
     rel_diff,
-    row_labels,
     sample_batch,
     study_model,
     threaded,
-    values,
 )
 
 # ---- forward vs reverse mode ----------------------------------------------------------------------------------
@@ -79,23 +75,6 @@ def _ad_modes(ctx: ProbeContext, hp: dict[str, Any], mode: str) -> ProbeResult:
     return ProbeResult(rows=rows, notes=[note, hardware_note(device)])
 
 
-def _mode_verdict(mode: str):
-    other = "reverse" if mode == "forward" else "forward"
-
-    def verdict(results: list[dict]) -> list[str]:
-        out = []
-        for label in row_labels(results, f"time_ratio_vs_{other}"):
-            ratio = values(results, label, f"time_ratio_vs_{other}")
-            out.append(
-                f"{label}: {mode} mode takes {fmt_ci([1e3 * s for s in values(results, label, 'seconds')])} ms, "
-                f"{fmt_ci(ratio)}× the {other}-mode time; Jacobians agree to "
-                f"{max(values(results, label, 'jacobian_rel_diff')):.1e}."
-            )
-        return out
-
-    return verdict
-
-
 MODE_DEFAULTS = {
     "n_inputs": 1000,
     "n_outputs": 1000,
@@ -107,16 +86,10 @@ MODE_DEFAULTS = {
 }
 
 
-def _mode_plot(results, path):
-    return bar_plot(results, path, ["seconds"], "Jacobian time by function (log scale)", log=True)
-
-
 @PROBES.register(
     "forward_mode",
     description="full Jacobian by forward-mode AD (jacfwd) of R^n→R and R→R^m, timed against reverse mode",
     defaults=MODE_DEFAULTS,
-    plot=_mode_plot,
-    verdict=_mode_verdict("forward"),
     topic=FAMILY,
 )
 @threaded
@@ -128,8 +101,6 @@ def forward_mode(ctx: ProbeContext, **hp) -> ProbeResult:
     "reverse_mode",
     description="full Jacobian by reverse-mode AD (jacrev, i.e. backpropagation) of R^n→R and R→R^m",
     defaults=MODE_DEFAULTS,
-    plot=_mode_plot,
-    verdict=_mode_verdict("reverse"),
     topic=FAMILY,
 )
 @threaded
@@ -255,22 +226,6 @@ GRADCHECK_NOTE = (
 )
 
 
-def _gradcheck_verdict(results: list[dict]) -> list[str]:
-    out = []
-    for act in row_labels(results, "manual_vs_autograd"):
-        fd = ", ".join(
-            f"{fmt_ci(values(results, lab, 'fd_max_rel_err'))} at {lab.removeprefix(act + ' ')}"
-            for lab in row_labels(results, "fd_max_rel_err")
-            if lab.startswith(act + " ")
-        )
-        out.append(
-            f"{act}: max relative error of autograd vs finite differences {fd}; the chapter's equations by hand "
-            f"match autograd to {max(values(results, act, 'manual_vs_autograd')):.1e}, δ(L) = softmax(z) − y to "
-            f"{max(values(results, act, 'delta_out_vs_autograd')):.1e}."
-        )
-    return out
-
-
 @PROBES.register(
     "gradient_check",
     description="backprop (autograd and the chapter's equations by hand) vs central finite differences",
@@ -284,10 +239,6 @@ def _gradcheck_verdict(results: list[dict]) -> list[str]:
         # Thousands of tiny forward passes gain nothing from more threads (see gradient_common.threaded).
         "threads": 1,
     },
-    plot=lambda results, path: bar_plot(
-        results, path, ["fd_max_rel_err", "manual_vs_autograd", "delta_out_vs_autograd"], "gradient check", log=True
-    ),
-    verdict=_gradcheck_verdict,
     topic=FAMILY,
 )
 @threaded

@@ -1,5 +1,6 @@
 """Helpers shared by the gradient-computation probes (gradient_*.py): device and hardware notes, interleaved
-timing, thread control, relative differences, the study's batch and model, and the verdict/plot helpers."""
+timing, thread control, relative differences, the study's batch and model. Their plots and verdicts are
+report code (report/probes/gradients.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from techbench.analysis.stats import mean_ci
 from techbench.probes import ProbeContext, ProbeResult
 from techbench.workloads import build_model, load_dataset
 
@@ -126,54 +125,3 @@ def mlp_spec(ctx: ProbeContext, hidden: list[int], activation: str | None = None
 def log_slope(xs: list[float], ys: list[float]) -> float:
     """Least-squares exponent a of y ∝ x^a."""
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0]) if len(set(xs)) > 1 else math.nan
-
-
-# ---- helpers for verdicts and plots ---------------------------------------------------------------------------
-
-
-def values(results: list[dict], row: str, metric: str) -> list[float]:
-    return [r[metric] for res in results for r in res["rows"] if r.get("row") == row and metric in r]
-
-
-def row_labels(results: list[dict], metric: str) -> list[str]:
-    labels: list[str] = []
-    for res in results:
-        labels += [r["row"] for r in res["rows"] if metric in r and r["row"] not in labels]
-    return labels
-
-
-def fmt_ci(vals: list[float], spec: str = ".3g") -> str:
-    est = mean_ci(vals)
-    if est.n < 2 or not math.isfinite(est.half_width):
-        return f"{est.mean:{spec}}"
-    return f"{est.mean:{spec}} (95% CI {est.low:{spec}}–{est.high:{spec}}, {est.n} seeds)"
-
-
-def bar_plot(results: list[dict], path: Path, metrics: list[str], title: str, log: bool = False, ref: float = 1.0):
-    """One panel per metric: a bar per row label, mean over seeds with a 95% CI error bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers or CI
-    import matplotlib.pyplot as plt
-
-    metrics = [m for m in metrics if row_labels(results, m)]
-    if not metrics:
-        return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 3.8), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        labels = row_labels(results, metric)
-        ests = [mean_ci(values(results, lab, metric)) for lab in labels]
-        errs = [e.half_width if math.isfinite(e.half_width) else 0.0 for e in ests]
-        ax.bar(range(len(labels)), [e.mean for e in ests], yerr=errs, capsize=3, color="tab:blue", alpha=0.8)
-        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
-        if ref is not None and metric.startswith(("speedup", "ratio", "time_ratio", "mem")):
-            ax.axhline(ref, color="k", lw=0.8, ls="--")
-        ax.set_yscale("log" if log else "linear")
-        ax.set_title(metric, fontsize=9)
-        ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"{title}: mean over seeds, bars = 95% CI", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -19,17 +19,13 @@ from techbench.probes import PROBES, ProbeContext, ProbeResult
 from techbench.probes.gradient_common import (
     DTYPES,
     FAMILY,
-    bar_plot,
-    fmt_ci,
     hardware_note,
     median_seconds,
     num_threads,
     probe_device,
     rel_diff,
-    row_labels,
     sample_batch,
     study_model,
-    values,
 )
 
 # ---- per-example loop vs batched (vectorized) gradient ------------------------------------------------------
@@ -102,40 +98,10 @@ VECTORIZATION_NOTE = (
 )
 
 
-def _largest_batch(labels: list[str]) -> list[str]:
-    """The labels ('<method> B=<b> threads=<t>') of the largest batch size: the claim's setting."""
-    size = {lab: int(lab.split("B=")[1].split()[0]) for lab in labels}
-    return [lab for lab in labels if size[lab] == max(size.values(), default=0)]
-
-
-def _vectorization_verdict(results: list[dict]) -> list[str]:
-    out = []
-    for label in _largest_batch(row_labels(results, "speedup_vs_loop")):
-        if label.startswith("batched"):
-            setting = label.removeprefix("batched ")
-            out.append(
-                f"{setting}: the batched gradient is {fmt_ci(values(results, label, 'speedup_vs_loop'))}× faster "
-                f"than the per-example loop, vmap {fmt_ci(values(results, 'vmap ' + setting, 'speedup_vs_loop'))}×; "
-                f"max relative gradient difference {max(values(results, label, 'rel_grad_diff')):.1e}."
-            )
-    return out
-
-
-def _loop_verdict(results: list[dict]) -> list[str]:
-    return [
-        f"{lab}: {fmt_ci([1e3 * v for v in values(results, lab, 'seconds')])} ms per averaged gradient "
-        f"({fmt_ci(values(results, lab, 'us_per_example'))} µs per example); the batched gradient matches it to "
-        f"{max(values(results, lab, 'rel_grad_diff_batched_vs_loop')):.1e} (max relative)."
-        for lab in _largest_batch(row_labels(results, "rel_grad_diff_batched_vs_loop"))
-    ]
-
-
 @PROBES.register(
     "per_example_loop",
     description="gradient of the batch loss by a Python loop over examples (the chapter's non-vectorized code)",
     defaults=VECTORIZATION_DEFAULTS,
-    plot=lambda results, path: bar_plot(results, path, ["seconds"], "per-example loop", log=True),
-    verdict=_loop_verdict,
     topic=FAMILY,
 )
 def per_example_loop(ctx: ProbeContext, **hp) -> ProbeResult:
@@ -146,8 +112,6 @@ def per_example_loop(ctx: ProbeContext, **hp) -> ProbeResult:
     "vectorized",
     description="one batched backward pass and vmap(grad) per-example gradients vs the per-example loop",
     defaults=VECTORIZATION_DEFAULTS,
-    plot=lambda results, path: bar_plot(results, path, ["speedup_vs_loop", "seconds"], "vectorized", log=True),
-    verdict=_vectorization_verdict,
     topic=FAMILY,
 )
 def vectorized(ctx: ProbeContext, **hp) -> ProbeResult:

@@ -15,18 +15,14 @@ from torch import nn
 from techbench.probes import PROBES, ProbeContext, ProbeResult
 from techbench.probes.gradient_common import (
     FAMILY,
-    bar_plot,
-    fmt_ci,
     hardware_note,
     log_slope,
     mlp_spec,
     probe_device,
-    row_labels,
     sample_batch,
     study_model,
     sync,
     threaded,
-    values,
 )
 
 
@@ -86,10 +82,6 @@ def _finite_difference_seconds(model: nn.Module, x, y, device, h: float = 1e-3) 
         "fd_max_params": 3000,
         "threads": 1,  # see gradient_common.threaded; 0 = torch's default
     },
-    plot=lambda results, path: bar_plot(
-        results, path, ["backward_over_forward", "forward_ms", "fd_ms"], "backprop cost by model size", log=False
-    ),
-    verdict=lambda results: _verdict(results),
     topic=FAMILY,
 )
 @threaded
@@ -127,16 +119,3 @@ def backprop_cost(ctx: ProbeContext, **hp) -> ProbeResult:
         f"= fd time / forward time / P (2 expected); *_exponent: log-log slope of the time against P."
     )
     return ProbeResult(rows=[*rows, scaling], notes=[note, hardware_note(device)])
-
-
-def _verdict(results: list[dict]) -> list[str]:
-    labels = row_labels(results, "backward_over_forward")
-    ratios = ", ".join(f"{fmt_ci(values(results, lab, 'backward_over_forward'), '.2f')} at {lab}" for lab in labels)
-    out = [f"Backward / forward time: {ratios}."]
-    fd = values(results, "scaling in P", "fd_time_exponent")
-    if fd:
-        out.append(
-            f"Finite-difference time grows as P^{fmt_ci(fd, '.2f')} (backprop: "
-            f"P^{fmt_ci(values(results, 'scaling in P', 'backward_time_exponent'), '.2f')} over all sizes)."
-        )
-    return out

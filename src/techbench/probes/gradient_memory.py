@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint_sequential
@@ -18,18 +16,14 @@ from techbench.probes import PROBES, ProbeContext, ProbeResult
 from techbench.probes.gradient_common import (
     DTYPES,
     FAMILY,
-    bar_plot,
-    fmt_ci,
     hardware_note,
     log_slope,
     median_seconds,
     probe_device,
     rel_diff,
-    row_labels,
     sample_batch,
     study_model,
     threaded,
-    values,
 )
 from techbench.training.memory import peak_step_memory, saved_tensor_bytes, tracked_step_memory
 
@@ -110,8 +104,6 @@ CHECKPOINT_NOTE = (
     # Width 128 at batch 256: a block's activations are twice its weights, so checkpointing shows in the
     # whole-step peak too; ~4 s on 2 idle CPU cores (the n=256 step is ~6 GFLOP).
     defaults={"depths": [4, 16, 64, 256], "width": 128, "batch_size": 256, "repeats": 5, "warmup": 1, "threads": 1},
-    plot=lambda results, path: _checkpoint_plot(results, path),
-    verdict=lambda results: _checkpoint_verdict(results),
     topic=FAMILY,
 )
 @threaded
@@ -134,59 +126,6 @@ def grad_checkpointing(ctx: ProbeContext, **hp) -> ProbeResult:
         }
     note = CHECKPOINT_NOTE.format(**hp)
     return ProbeResult(rows=[*rows, fit], curves=curves, notes=[note, hardware_note(device)])
-
-
-def _checkpoint_verdict(results: list[dict]) -> list[str]:
-    big = row_labels(results, "act_ratio")[-1:]
-
-    def exponent(key: str) -> str:
-        return fmt_ci(values(results, "scaling in n", key), ".2f")
-
-    out = [
-        f"Activation memory grows as n^{exponent('act_exponent_plain')} without checkpointing and "
-        f"n^{exponent('act_exponent_ckpt')} with √n segments (O(n) → 1, O(√n) → 0.5); between the two largest "
-        f"depths n^{exponent('act_exponent_plain_top')} and n^{exponent('act_exponent_ckpt_top')}."
-    ]
-    for lab in big:
-        out.append(
-            f"At {lab}: activation memory ×{fmt_ci(values(results, lab, 'act_ratio'), '.2f')}, whole-step peak "
-            f"×{fmt_ci(values(results, lab, 'peak_ratio'), '.2f')} (parameters and gradients do not shrink), step "
-            f"time ×{fmt_ci(values(results, lab, 'time_ratio'), '.2f')}; gradients equal to "
-            f"{max(values(results, lab, 'rel_grad_diff')):.0e}."
-        )
-    return out
-
-
-def _checkpoint_plot(results: list[dict], path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers or CI
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
-
-    curves = [r["curves"] for r in results if r.get("curves")]
-    if not curves:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, (key, title) in zip(axes, (("act_mb", "activation memory"), ("peak_mb", "whole-step peak")), strict=True):
-        x = np.array(curves[0][key]["x"], dtype=float)
-        for tag, color, slope in (("plain", "tab:red", 1.0), ("ckpt", "tab:blue", 0.5)):
-            y = np.mean([c[key][tag] for c in curves], axis=0)
-            ax.plot(x, y, "o-", color=color, label="checkpointed (√n segments)" if tag == "ckpt" else "plain")
-            ax.plot(x, y[0] * (x / x[0]) ** slope, color=color, ls=":", lw=0.8, label=f"∝ n^{slope:g}")
-        ax.set(xscale="log", yscale="log", xlabel="depth n (blocks)", ylabel="MB", title=title)
-        ax.set_xticks(x, [f"{v:g}" for v in x])
-        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        for fmt in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-            fmt(ticker.FormatStrFormatter("%.3g"))
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.suptitle("gradient checkpointing: memory vs depth, mean over seeds", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 # ---- gradient accumulation ------------------------------------------------------------------------------------
@@ -232,16 +171,6 @@ def _train_params(ctx, hp, data, k: int) -> list[torch.Tensor]:
         "lr": 0.05,
         "threads": 1,  # see gradient_common.threaded; 0 = torch's default
     },
-    plot=lambda results, path: bar_plot(
-        results, path, ["act_mb", "step_ms", "rel_grad_diff"], "gradient accumulation (k micro-batches)"
-    ),
-    verdict=lambda results: [
-        f"{lab}: gradient equals the single batch's to {max(values(results, lab, 'rel_grad_diff')):.1e} "
-        f"(params after float64 training to {max(values(results, lab, 'rel_param_diff_fp64')):.1e}); activation "
-        f"memory ×{fmt_ci(values(results, lab, 'act_ratio_vs_k1'), '.2f')}, time per effective step "
-        f"×{fmt_ci(values(results, lab, 'time_ratio_vs_k1'), '.2f')} of k=1."
-        for lab in row_labels(results, "act_ratio_vs_k1")[1:]
-    ],
     topic=FAMILY,
 )
 @threaded

@@ -11,15 +11,11 @@ from torch import nn
 from techbench.probes import PROBES, ProbeContext, ProbeResult
 from techbench.probes.gradient_common import (
     FAMILY,
-    bar_plot,
-    fmt_ci,
     hardware_note,
     median_seconds,
     probe_device,
-    row_labels,
     study_model,
     threaded,
-    values,
 )
 from techbench.workloads import load_dataset
 
@@ -94,10 +90,6 @@ def _underflow_share(trainer: _Trainer, x: torch.Tensor, y: torch.Tensor, scale:
         "loss_scale": 65536.0,
         "threads": 1,  # see gradient_common.threaded; 0 = torch's default
     },
-    plot=lambda results, path: bar_plot(
-        results, path, ["speedup_vs_fp32", "acc_diff_pp", "step_ms"], "mixed precision vs float32"
-    ),
-    verdict=lambda results: _verdict(results),
     topic=FAMILY,
 )
 @threaded
@@ -135,19 +127,3 @@ def mixed_precision(ctx: ProbeContext, **hp) -> ProbeResult:
         f"slower than float32."
     )
     return ProbeResult(rows=rows, notes=[note, hardware_note(device)])
-
-
-def _verdict(results: list[dict]) -> list[str]:
-    out = []
-    for lab in row_labels(results, "speedup_vs_fp32"):
-        out.append(
-            f"{lab} runs a training step {fmt_ci(values(results, lab, 'speedup_vs_fp32'), '.2f')}× as fast as "
-            f"float32 (> 1 = faster); test accuracy differs by {fmt_ci(values(results, lab, 'acc_diff_pp'), '.2f')} "
-            f"pp."
-        )
-    for lab in row_labels(results, "share_scaled"):
-        out.append(
-            f"float16 backward loses {fmt_ci(values(results, lab, 'share_unscaled'), '.2g')} of the nonzero "
-            f"gradient entries without loss scaling and {fmt_ci(values(results, lab, 'share_scaled'), '.2g')} with it."
-        )
-    return out

@@ -21,14 +21,13 @@ the rest of that curve is NaN.
 from __future__ import annotations
 
 import math
-import statistics
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.tuner import Tuner
 
 from techbench.checks import component
 from techbench.probes import PROBES, ProbeContext, ProbeResult
@@ -90,80 +89,20 @@ def _steepest(lrs: list[float], losses: list[float], skip_begin: int = 10, skip_
     return math.exp(log_lr[int(torch.gradient(loss, spacing=[log_lr])[0].argmin())].item())
 
 
-def _finite(values: list[Any]) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(v)]
-
-
-def plot(results: list[dict[str, Any]], path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not results:
-        return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    starts = []
-    for i, res in enumerate(results):
-        curve, row = res["curves"]["lr_range_test"], res["rows"][0]
-        line = ax.plot(curve["x"], curve["loss"], lw=1.2, label=f"seed {res.get('seed', i)}")[0]
-        starts += _finite(curve["loss"][:1])
-        for key, style in (("suggested_lr", "--"), ("steepest_lr", "-."), ("min_loss_lr_div10", ":")):
-            if _finite([row.get(key)]):
-                ax.axvline(row[key], color=line.get_color(), ls=style, lw=0.9)
-    if starts:
-        # Diverged losses grow by orders of magnitude; the interesting part is below the starting loss.
-        ax.set_ylim(top=1.5 * max(starts))
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss (smoothed)")
-    ax.set_title("LR range test: -- Lightning's suggestion, -. steepest (log LR), : min-loss LR / 10", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def verdict(results: list[dict[str, Any]]) -> list[str]:
-    rows = [res["rows"][0] for res in results if res.get("rows")]
-    suggested = _finite([r.get("suggested_lr") for r in rows])
-    if not suggested:
-        return ["The LR range test gave no suggestion (too few finite losses: raise num_training or max_lr)."]
-    n = len(suggested)
-    out = [
-        f"The LR range test suggests an LR of {statistics.geometric_mean(suggested):.3g} (Lightning's suggestion, "
-        f"geometric mean over {n} seed{'s' if n > 1 else ''}, range {min(suggested):.3g}–{max(suggested):.3g})."
-    ]
-    steep = _finite([r.get("steepest_lr") for r in rows])
-    div10 = _finite([r.get("min_loss_lr_div10") for r in rows])
-    configured = _finite([r.get("configured_lr") for r in rows])
-    others = [f"steepest descent against log LR {statistics.geometric_mean(steep):.3g}"] if steep else []
-    others += [f"min-loss LR / 10 {statistics.geometric_mean(div10):.3g}"] if div10 else []
-    others += [f"the study's optimizer uses {configured[0]:.3g}"] if configured else []
-    if others:
-        out.append("For comparison: " + "; ".join(others) + ".")
-    return out
-
-
 @PROBES.register(
     "lr_range_test",
     description="LR range test (Lightning's LR finder): loss while the LR grows from min_lr to max_lr",
     defaults={"min_lr": 1e-6, "max_lr": 10.0, "num_training": 100, "mode": "exponential", "early_stop_threshold": 0.0},
-    plot=plot,
-    verdict=verdict,
     topic="lr_schedules",
 )
 def lr_range_test(
     ctx: ProbeContext, min_lr: float, max_lr: float, num_training: int, mode: str, early_stop_threshold: float
 ) -> ProbeResult:
-    from lightning.pytorch.tuner import Tuner
 
     if not 0 < min_lr < max_lr or num_training < 2:
         raise ValueError(f"need 0 < min_lr < max_lr and num_training >= 2, got {min_lr}, {max_lr}, {num_training}")
     opt_spec = component("optimizer", OPTIMIZERS, ctx.components.get("optimizer", {"name": "adam"}))
-    if OPTIMIZERS.get(opt_spec["name"]).meta.get("closure") == "loss_graph":
+    if OPTIMIZERS.get(opt_spec["name"]).info.closure == "loss_graph":
         raise ValueError(f"{opt_spec['name']} needs manual optimization, which Lightning's LR finder cannot drive")
     L.seed_everything(ctx.seed, workers=True, verbose=False)
     data = load_dataset(component("data", DATASETS, ctx.data))

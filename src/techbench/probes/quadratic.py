@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -147,83 +145,6 @@ def _sweep_rows(label: str, kappa: float, lam: np.ndarray, cs: list[float], alph
         curves[f"{label} c={c}"] = {"x": [0.0, *pts.astype(float)], "rel_dist": [1.0, *rel[pts].tolist()]}
 
 
-def _mean_iters(results: list[dict[str, Any]]) -> dict[str, dict[float, float]]:
-    """method -> κ -> mean iterations over seeds, for the κ where every seed reached the tolerance."""
-    got: dict[str, dict[float, list[int]]] = {}
-    for r in (r for res in results for r in res["rows"] if "method" in r):
-        n = r[next(k for k in r if k.startswith("iters_to_"))]
-        got.setdefault(r["method"], {}).setdefault(r["kappa"], []).append(n if r["reached"] else 0)
-    return {m: {k: float(np.mean(v)) for k, v in by_k.items() if all(v)} for m, by_k in got.items()}
-
-
-def plot(results: list[dict[str, Any]], path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not results:
-        return None
-    first = results[0]  # the first seed's curves; every seed shows the same qualitative picture
-    verdicts = {r["row"]: r.get("verdict") for r in first["rows"]}
-    groups: dict[str, list[str]] = {}
-    for key in first["curves"]:
-        groups.setdefault(key.rsplit(" c=", 1)[0], []).append(key)
-    n = len(groups) + 1
-    rows, cols = math.ceil(n / 3), min(n, 3)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.set_axis_off()
-    for ax, (group, keys) in zip(axes.flat, groups.items(), strict=False):
-        for i, key in enumerate(keys):
-            style = "--" if verdicts.get(f"gd {key}") == "diverges" else "-"
-            cur = first["curves"][key]  # its x = 0 point is dropped: no place for it on a log axis
-            ax.loglog(cur["x"][1:], cur["rel_dist"][1:], style, color=f"C{i}", label="c=" + key.rsplit(" c=", 1)[1])
-        ax.set(title=f"GD, {group}", xlabel="step", ylabel="‖w_t − w*‖ / ‖w_0 − w*‖")
-        ax.legend(fontsize=7)
-    ax = axes.flat[n - 1]
-    for i, (method, by_k) in enumerate(_mean_iters(results).items()):
-        ax.loglog(sorted(by_k), [by_k[k] for k in sorted(by_k)], "o-", color=f"C{i}", label=method)
-    ax.set(title="iterations to tol (mean over seeds)", xlabel="κ", ylabel="iterations")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def verdict(results: list[dict[str, Any]]) -> list[str]:
-    # Keyed by label and outcome, so the digits problem (the same in every seed) counts once.
-    rows = list({(r["row"], r["final_rel_dist"]): r for res in results for r in res["rows"] if "c" in r}.values())
-    small, large = [r for r in rows if r["c"] < 1], [r for r in rows if r["c"] > 1]
-    out = []
-    if small and large:
-        conv = sum(r["verdict"] == "converges" and r["final_rel_dist"] < 1 for r in small)
-        blew = [r for r in large if r["diverged"] or r["final_rel_dist"] > 1e3]
-        last = max((r["diverged_step"] for r in blew if r["diverged"]), default=-1)
-        holds = conv == len(small) and len(blew) == len(large)
-        out.append(
-            f"{conv} of {len(small)} instances with c < 1 converged (largest final distance "
-            f"{max(r['final_rel_dist'] for r in small):.2g}) and {len(blew)} of {len(large)} with c > 1 grew "
-            f"past 10³× (all past {_BLOWUP:.0e} by step {last}): the chapter's α < 2/λmax bound "
-            + ("holds exactly." if holds else "does not separate the runs cleanly.")
-        )
-        err = max(abs(r["measured_rate"] - r["predicted_rate"]) for r in rows)
-        out.append(f"The measured per-step rate matched max|1 − αλᵢ| within {err:.1e} on every instance.")
-    iters = _mean_iters(results)
-    ks = sorted(set(iters.get("gd", {})) & set(iters.get("heavy_ball", {})) & set(iters.get("nesterov", {})))
-    ratio = [iters["gd"][k] / iters["heavy_ball"][k] for k in ks]
-    if len(ks) >= 2:
-        slope = np.polyfit(np.log(ks), np.log(ratio), 1)[0]
-        nest = iters["nesterov"][ks[-1]] / iters["heavy_ball"][ks[-1]]
-        out.append(
-            f"With tuned α, γ the GD/heavy-ball iteration ratio goes {ratio[0]:.3g} → {ratio[-1]:.3g} over "
-            f"κ = {ks[0]:g}…{ks[-1]:g} (log-log slope {slope:.2f}; √κ predicts 0.5); Nesterov needs "
-            f"{nest:.2f}× heavy ball's iterations at κ = {ks[-1]:g}."
-        )
-    return out
-
-
 @PROBES.register(
     "quadratic_gd",
     description="GD on ½wᵀHw with known spectrum: divergence at α = c·2/λmax, and GD vs heavy ball vs Nesterov",
@@ -238,8 +159,6 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
         "max_iters": 200_000,
         "digits": 1,
     },
-    plot=plot,
-    verdict=verdict,
     topic="lr_stability",
 )
 def quadratic_gd(ctx: ProbeContext, *, d, kappa_values, lam_max, c_values, steps, momentum, tol, max_iters, digits):

@@ -70,6 +70,8 @@ def _sweep_value(rows: list[dict[str, Any]]) -> tuple[str, str, float] | None:
     if len(point) != 1:
         return None
     key, value = next(iter(point.items()))
+    if isinstance(value, list) and len(value) == 1:  # e.g. model.hidden: [64], one layer's width
+        value = value[0]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return rows[0]["technique"], key.rsplit(".", 1)[-1], float(value)

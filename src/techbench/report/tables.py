@@ -14,8 +14,24 @@ from techbench.report.document import Section, Table
 
 Groups = dict[str, list[dict[str, Any]]]
 SECTIONS = ("data", "model", "train", "hardware")
-NOT_SETTINGS = {"study", "family", "technique", "variant", "workload", "sweep", "config_hash", "seeds", "code_version",
-                "trained", "info", "n_train", "input_shape", "num_classes", "seed", "n_params"}  # fmt: skip
+NOT_SETTINGS = {
+    "study",
+    "family",
+    "technique",
+    "variant",
+    "workload",
+    "sweep",
+    "config_hash",
+    "seeds",
+    "code_version",
+    "trained",
+    "info",
+    "n_train",
+    "input_shape",
+    "num_classes",
+    "seed",
+    "n_params",
+}
 
 
 def ci(values, scale: float = 1.0, digits: int = 2) -> str:
@@ -46,8 +62,11 @@ def setup_lines(configs: dict[str, Any], machines: list[str]) -> list[str]:
     def shared(section: str) -> str:
         return _fmt({k: v for k, v in c[section].items() if f"{section}.{k}" not in varying})
 
-    fixed = [f"{s} `{c[s]['name']}` ({_fmt(c[s])})" for s in c.get("info", {}) if s != family and s in c
-             and not any(k.startswith(f"{s}.") for k in varying)]  # fmt: skip
+    fixed = [
+        f"{s} `{c[s]['name']}` ({_fmt(c[s])})"
+        for s in c.get("info", {})
+        if s != family and s in c and not any(k.startswith(f"{s}.") for k in varying)
+    ]
     lines = [
         f"Workload `{c['workload']}`: data `{c['data']['name']}` ({shared('data')}); model `{c['model']['name']}` "
         f"({shared('model')}).",
@@ -67,8 +86,11 @@ def setup_lines(configs: dict[str, Any], machines: list[str]) -> list[str]:
 
 def _as_trained(key: str, cfg: dict[str, Any], family: str, varying: set[str]) -> str:
     own = _fmt(cfg[family]) or "no hyperparameters"
-    other = {k: v for k, v in flatten({s: cfg[s] for s in cfg if s not in NOT_SETTINGS}).items()
-             if k in varying and not k.startswith(f"{family}.")}  # fmt: skip
+    other = {
+        k: v
+        for k, v in flatten({s: cfg[s] for s in cfg if s not in NOT_SETTINGS}).items()
+        if k in varying and not k.startswith(f"{family}.")
+    }
     extra = "; " + ", ".join(f"{k}={v}" for k, v in sorted(other.items())) if other else ""
     return f"`{key.split('/', 1)[1]}` ({own}{extra})"
 
@@ -146,11 +168,30 @@ def tuning_section(tuning: dict[str, Any], groups: Groups) -> Section:
         diff = tuned_vs_default(groups.get(t, []), tuned)
         params = ", ".join(f"{k}={_num(v)}" for k, v in info["best_params"].items())
         default = ", ".join(f"{k}={_num(v)}" for k, v in info["default_params"].items() if k in info["best_params"])
-        rows.append([t, f"{info['trials']} ({info['pruned']} pruned)", default, params,
-                     f"{100 * info['best_val_acc']:.2f}", ci([r["test_acc"] for r in groups.get(t, [])], 100),
-                     ci([r["test_acc"] for r in tuned], 100), diff.fmt(100), f"`{info['optuna_study']}`"])  # fmt: skip
-    headers = ["technique", "trials", "default", "tuned", "search val acc %", "default test acc %",
-               "tuned test acc %", "tuned − default (pp)", "Optuna study"]  # fmt: skip
+        rows.append(
+            [
+                t,
+                f"{info['trials']} ({info['pruned']} pruned)",
+                default,
+                params,
+                f"{100 * info['best_val_acc']:.2f}",
+                ci([r["test_acc"] for r in groups.get(t, [])], 100),
+                ci([r["test_acc"] for r in tuned], 100),
+                diff.fmt(100),
+                f"`{info['optuna_study']}`",
+            ]
+        )
+    headers = [
+        "technique",
+        "trials",
+        "default",
+        "tuned",
+        "search val acc %",
+        "default test acc %",
+        "tuned test acc %",
+        "tuned − default (pp)",
+        "Optuna study",
+    ]
     sec.tables.append(Table(headers, rows))
     return sec
 

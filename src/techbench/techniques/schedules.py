@@ -25,6 +25,19 @@ from torch.optim import lr_scheduler as sched
 from techbench.checks import require
 from techbench.registry import Info, Registry, build
 from techbench.techniques.family import Family
+from techbench.techniques.schedule_formulas import (
+    cosine_lr,
+    cosine_restarts_lr,
+    exponential_lr,
+    inverse_time_factor,
+    inverse_time_lr,
+    one_cycle_lr,
+    one_cycle_pct,
+    step_lr,
+    step_period,
+    warmup_cosine_lr,
+    warmup_steps,
+)
 
 
 @dataclass(frozen=True)
@@ -63,11 +76,6 @@ def _config(scheduler, interval: str = "step", **extra) -> dict:
     return {"scheduler": scheduler, "interval": interval, "frequency": 1, **extra}
 
 
-def _cosine(lo: float, hi: float, frac: float) -> float:
-    """lo + ½(hi − lo)(1 + cos(π·frac)): hi at frac = 0, lo at frac = 1."""
-    return lo + 0.5 * (hi - lo) * (1.0 + math.cos(math.pi * frac))
-
-
 # --- constant -------------------------------------------------------------------------------------------------
 
 
@@ -83,35 +91,20 @@ def constant(optimizer, *, epochs, steps_per_epoch):
 # --- step decay: α₀·γ^⌊t/s⌋ ----------------------------------------------------------------------------------
 
 
-def _step_period(step_epochs: int, total_steps: int, steps_per_epoch: int) -> int:
-    # The chapter's s = 30 epochs assumes ~90-epoch runs (two decays); runs here are 20-60 epochs, so the
-    # default (0) is a third of the run rounded up to whole epochs: two decays for any run of >= 5 epochs.
-    s_epochs = step_epochs if step_epochs > 0 else math.ceil(total_steps / steps_per_epoch / 3)
-    return max(1, s_epochs * steps_per_epoch)
-
-
-def _step_lr(t, base_lr, total_steps, steps_per_epoch, gamma, step_epochs):
-    return base_lr * gamma ** (t // _step_period(step_epochs, total_steps, steps_per_epoch))
-
-
 @SCHEDULES.register(
     "step",
     description="step decay α₀·γ^⌊t/s⌋, s = step_epochs (0: a third of the run, so the LR drops twice by γ)",
     defaults={"gamma": 0.1, "step_epochs": 0},
     search_space={"gamma": {"low": 0.05, "high": 0.5, "log": True}},
-    lr_at=_step_lr,
+    lr_at=step_lr,
     check=require(("step_epochs >= 0", lambda hp: hp["step_epochs"] >= 0)),
 )
 def step(optimizer, *, epochs, steps_per_epoch, gamma, step_epochs):
-    s = _step_period(step_epochs, epochs * steps_per_epoch, steps_per_epoch)
+    s = step_period(step_epochs, epochs * steps_per_epoch, steps_per_epoch)
     return _config(sched.StepLR(optimizer, step_size=s, gamma=gamma))
 
 
 # --- exponential decay: α₀·e^{−kt} -----------------------------------------------------------------------------
-
-
-def _exponential_lr(t, base_lr, total_steps, steps_per_epoch, k):
-    return base_lr * math.exp(-k * t / steps_per_epoch)
 
 
 @SCHEDULES.register(
@@ -119,7 +112,7 @@ def _exponential_lr(t, base_lr, total_steps, steps_per_epoch, k):
     description="exponential decay α₀·e^{−k·t/N}: k per epoch (N updates), torch's per-update gamma = e^{−k/N}",
     defaults={"k": 0.2},  # e^{-4} ≈ 2% of α₀ after 20 epochs, near step decay's γ² = 1%
     search_space={"k": {"low": 0.02, "high": 1.0, "log": True}},
-    lr_at=_exponential_lr,
+    lr_at=exponential_lr,
     check=require(("k >= 0", lambda hp: hp["k"] >= 0)),
 )
 def exponential(optimizer, *, epochs, steps_per_epoch, k):
@@ -130,33 +123,21 @@ def exponential(optimizer, *, epochs, steps_per_epoch, k):
 # --- 1/t decay: α₀/(1 + kt) ------------------------------------------------------------------------------------
 
 
-def _inverse_time_factor(t: int, k: float, steps_per_epoch: int) -> float:
-    return 1.0 / (1.0 + k * t / steps_per_epoch)
-
-
-def _inverse_time_lr(t, base_lr, total_steps, steps_per_epoch, k):
-    return base_lr / (1.0 + k * t / steps_per_epoch)
-
-
 @SCHEDULES.register(
     "inverse_time",
     description="1/t decay α₀/(1 + k·t/N): k per epoch (N updates), i.e. the chapter's per-update k is k/N",
     defaults={"k": 0.5},  # halves the LR after 2 epochs, α₀/11 after 20
     search_space={"k": {"low": 0.05, "high": 5.0, "log": True}},
-    lr_at=_inverse_time_lr,
+    lr_at=inverse_time_lr,
     check=require(("k >= 0", lambda hp: hp["k"] >= 0)),
 )
 def inverse_time(optimizer, *, epochs, steps_per_epoch, k):
     # torch has no 1/t class; a partial (not a lambda) keeps the scheduler picklable for spawned workers.
-    factor = functools.partial(_inverse_time_factor, k=k, steps_per_epoch=steps_per_epoch)
+    factor = functools.partial(inverse_time_factor, k=k, steps_per_epoch=steps_per_epoch)
     return _config(sched.LambdaLR(optimizer, factor))
 
 
 # --- cosine annealing: α_min + ½(α₀ − α_min)(1 + cos(πt/T)) -----------------------------------------------------
-
-
-def _cosine_lr(t, base_lr, total_steps, steps_per_epoch, min_lr):
-    return _cosine(min_lr, base_lr, t / total_steps)
 
 
 @SCHEDULES.register(
@@ -164,7 +145,7 @@ def _cosine_lr(t, base_lr, total_steps, steps_per_epoch, min_lr):
     description="cosine annealing α_min + ½(α₀ − α_min)(1 + cos(πt/T)), T = all updates of the run",
     defaults={"min_lr": 0.0},
     search_space={"min_lr": {"low": 0.0, "high": 1e-3}},
-    lr_at=_cosine_lr,
+    lr_at=cosine_lr,
 )
 def cosine(optimizer, *, epochs, steps_per_epoch, min_lr):
     return _config(sched.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch, eta_min=min_lr))
@@ -173,29 +154,17 @@ def cosine(optimizer, *, epochs, steps_per_epoch, min_lr):
 # --- linear warmup, then cosine --------------------------------------------------------------------------------
 
 
-def _warmup_steps(warmup_epochs: float, total_steps: int, steps_per_epoch: int) -> int:
-    # Clipped so at least one update is left for the cosine phase (a warmup longer than the run).
-    return max(0, min(round(warmup_epochs * steps_per_epoch), total_steps - 1))
-
-
-def _warmup_cosine_lr(t, base_lr, total_steps, steps_per_epoch, warmup_epochs, min_lr):
-    w = _warmup_steps(warmup_epochs, total_steps, steps_per_epoch)
-    if t < w:
-        return base_lr * (t + 1) / (w + 1)
-    return _cosine(min_lr, base_lr, (t - w) / (total_steps - w))
-
-
 @SCHEDULES.register(
     "warmup_cosine",
     description="linear warmup α₀·(t+1)/(W+1) over warmup_epochs, then cosine annealing to min_lr",
     # The chapter's example warms up for 10% of the updates: 2 epochs of the default 20-epoch run.
     defaults={"warmup_epochs": 2.0, "min_lr": 0.0},
     search_space={"warmup_epochs": {"low": 0.0, "high": 5.0}},
-    lr_at=_warmup_cosine_lr,
+    lr_at=warmup_cosine_lr,
 )
 def warmup_cosine(optimizer, *, epochs, steps_per_epoch, warmup_epochs, min_lr):
     total = epochs * steps_per_epoch
-    w = _warmup_steps(warmup_epochs, total, steps_per_epoch)
+    w = warmup_steps(warmup_epochs, total, steps_per_epoch)
     if w == 0:
         return _config(sched.CosineAnnealingLR(optimizer, T_max=total, eta_min=min_lr))
     # LinearLR cannot start at 0; a start factor of 1/(W+1) gives the ramp from 0 without an update at LR 0.
@@ -207,23 +176,6 @@ def warmup_cosine(optimizer, *, epochs, steps_per_epoch, warmup_epochs, min_lr):
 # --- one-cycle (Smith 2018), as torch.optim.lr_scheduler.OneCycleLR defines it ------------------------------
 
 
-def _one_cycle_pct(pct_start: float, total_steps: int) -> float:
-    # torch divides by pct_start·T − 1 (the last warm-up update); exactly 0 would be 0/0 at t = 0, so take the
-    # limit: a warm-up that ends just after update 0.
-    return (1.0 + 1e-9) / total_steps if pct_start * total_steps == 1.0 else float(pct_start)
-
-
-def _one_cycle_lr(t, base_lr, total_steps, steps_per_epoch, max_lr_mult, pct_start, div_factor, final_div_factor):
-    # OneCycleLR.get_lr (two phases, anneal_strategy="cos"): phase 1 ends at update e = pct_start·T − 1 and goes
-    # from max_lr/div_factor up to max_lr; phase 2 goes down to max_lr/div_factor/final_div_factor at update T − 1.
-    peak = base_lr * max_lr_mult
-    start, end = peak / div_factor, peak / div_factor / final_div_factor
-    e = _one_cycle_pct(pct_start, total_steps) * total_steps - 1
-    if t <= e:
-        return _cosine(peak, start, t / e)
-    return _cosine(end, peak, (t - e) / (total_steps - 1 - e))
-
-
 @SCHEDULES.register(
     "one_cycle",
     description="one-cycle: cosine up from peak/div_factor to peak = max_lr_mult·α₀ over pct_start of the run, "
@@ -231,7 +183,7 @@ def _one_cycle_lr(t, base_lr, total_steps, steps_per_epoch, max_lr_mult, pct_sta
     # torch's defaults; max_lr_mult = 1 makes the optimizer's lr the peak (fastai's lr_max convention).
     defaults={"max_lr_mult": 1.0, "pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4},
     search_space={"max_lr_mult": {"low": 0.3, "high": 10.0, "log": True}, "pct_start": {"low": 0.1, "high": 0.5}},
-    lr_at=_one_cycle_lr,
+    lr_at=one_cycle_lr,
     check=require(
         ("0 < pct_start < 1", lambda hp: 0.0 < hp["pct_start"] < 1.0),
         ("positive factors", lambda hp: min(hp["max_lr_mult"], hp["div_factor"], hp["final_div_factor"]) > 0),
@@ -246,7 +198,7 @@ def one_cycle(optimizer, *, epochs, steps_per_epoch, max_lr_mult, pct_start, div
         optimizer,
         max_lr=peaks,
         total_steps=total,
-        pct_start=_one_cycle_pct(pct_start, total),
+        pct_start=one_cycle_pct(pct_start, total),
         div_factor=div_factor,
         final_div_factor=final_div_factor,
         cycle_momentum=False,
@@ -257,26 +209,13 @@ def one_cycle(optimizer, *, epochs, steps_per_epoch, max_lr_mult, pct_start, div
 # --- cosine with warm restarts (SGDR, Loshchilov & Hutter 2017) ------------------------------------------------
 
 
-def _restart_position(t: int, period: int, mult: int) -> tuple[int, int]:
-    """(T_cur, T_i): updates since the last restart and the current period, as CosineAnnealingWarmRestarts."""
-    t_i = period
-    while t >= t_i:
-        t, t_i = t - t_i, t_i * mult
-    return t, t_i
-
-
-def _cosine_restarts_lr(t, base_lr, total_steps, steps_per_epoch, period_epochs, period_mult, min_lr):
-    t_cur, t_i = _restart_position(t, max(1, period_epochs * steps_per_epoch), period_mult)
-    return _cosine(min_lr, base_lr, t_cur / t_i)
-
-
 @SCHEDULES.register(
     "cosine_restarts",
     description="SGDR: cosine from α₀ to min_lr over T_i updates, then back to α₀; T_0 = period_epochs, "
     "T_i = T_0·period_mult^i (1: the chapter's fixed cycle length T)",
     defaults={"period_epochs": 5, "period_mult": 1, "min_lr": 0.0},
     search_space={"period_epochs": {"low": 1, "high": 10}, "period_mult": {"choices": [1, 2]}},
-    lr_at=_cosine_restarts_lr,
+    lr_at=cosine_restarts_lr,
     check=require(
         ("period_epochs >= 1", lambda hp: hp["period_epochs"] >= 1),
         ("period_mult >= 1", lambda hp: hp["period_mult"] >= 1),

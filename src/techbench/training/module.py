@@ -62,8 +62,12 @@ class FitLog:
 
     def dump(self) -> None:
         if self.outbox is not None:
-            state = {"epochs": self.epochs, "epoch_times": self.epoch_times, "diverged_step": self.diverged_step,
-                     "global_step": self.global_step}  # fmt: skip
+            state = {
+                "epochs": self.epochs,
+                "epoch_times": self.epoch_times,
+                "diverged_step": self.diverged_step,
+                "global_step": self.global_step,
+            }
             self.outbox.write_text(json.dumps(state))
 
     def load(self) -> None:

@@ -99,15 +99,17 @@ def train_procedure(cfg: RunConfig, seed: int, execution: str = "sequential") ->
     seconds = time.perf_counter() - start
     final = ctx.score(outcome.final)
     metrics, probs = measure(ctx.run, outcome.final, ctx.data)
-    metrics.update({
-        "final/val_loss": final["val_loss"],
-        "final/val_acc": final["val_acc"],
-        "compute/epochs": float(ctx.spent_epochs),
-        "epochs_run": float(ctx.spent_epochs),
-        "time/fit_s": seconds,  # the whole procedure: every solution's training and scoring
-        "restarts": float(len(outcome.members)),
-        **{f"procedure/{k}": float(v) for k, v in outcome.metrics.items()},
-    })  # fmt: skip
+    metrics.update(
+        {
+            "final/val_loss": final["val_loss"],
+            "final/val_acc": final["val_acc"],
+            "compute/epochs": float(ctx.spent_epochs),
+            "epochs_run": float(ctx.spent_epochs),
+            "time/fit_s": seconds,  # the whole procedure: every solution's training and scoring
+            "restarts": float(len(outcome.members)),
+            **{f"procedure/{k}": float(v) for k, v in outcome.metrics.items()},
+        }
+    )
     histories = {f"restart/{k}": [float(m.get(k, "nan")) for m in outcome.members] for k in _keys(outcome.members)}
     histories.update({f"curve/{name}": [float(v) for v in values] for name, values in outcome.curves.items()})
     return RunResult(

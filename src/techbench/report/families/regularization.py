@@ -73,27 +73,28 @@ def capacity_sections(groups, decomposition: dict[str, Any], path: Path, title: 
     else:
         lines.append("Validation error is lowest at the largest capacity tried: no overfitting region in this range.")
     if all(bv):
-        b2, var = [d["bias2"] for d in bv], [d["variance"] for d in bv]
-        axes[0, 1].plot(x, b2, "o-", label="bias² (Brier)")
-        axes[0, 1].plot(x, var, "s-", label="variance over seeds")
-        axes[0, 1].plot(x, [d["brier"] for d in bv], "k--", label="expected error = bias² + variance")
-        axes[0, 1].set(xscale="log", xlabel=axis, title="decomposition of the test Brier error")
-        axes[0, 1].legend(fontsize=7)
-        lines.append(
-            f"Decomposition over {int(bv[0]['runs'])} seeds (squared error of the predicted probabilities; bias² "
-            f"includes the label noise): Spearman ρ(bias², {axis}) = {stats.spearmanr(x, b2).statistic:.2f}, "
-            f"ρ(variance, {axis}) = {stats.spearmanr(x, var).statistic:.2f} ("
-            + (
-                "more data: variance should fall"
-                if data_axis
-                else "the chapter: bias falls and variance rises with complexity"
-            )
-            + "). "
-            + "; ".join(f"`{lb}` {d['bias2']:.3f} + {d['variance']:.3f}" for lb, d in zip(labels, bv, strict=True))
-            + "."
-        )
+        lines.append(_decomposition(axes[0, 1], x, labels, bv, axis, data_axis))
     fig.suptitle(f"{title}: mean over seeds")
     return lines, save_figure(fig, path)
+
+
+def _decomposition(ax, x, labels: list[str], bv: list[dict[str, Any]], axis: str, data_axis: bool) -> str:
+    """Bias² and variance against capacity (drawn on ``ax``), and the sentence that reads them."""
+    b2, var = [d["bias2"] for d in bv], [d["variance"] for d in bv]
+    ax.plot(x, b2, "o-", label="bias² (Brier)")
+    ax.plot(x, var, "s-", label="variance over seeds")
+    ax.plot(x, [d["brier"] for d in bv], "k--", label="expected error = bias² + variance")
+    ax.set(xscale="log", xlabel=axis, title="decomposition of the test Brier error")
+    ax.legend(fontsize=7)
+    expect = (
+        "more data: variance should fall" if data_axis else "the chapter: bias falls and variance rises with complexity"
+    )
+    parts = "; ".join(f"`{lb}` {d['bias2']:.3f} + {d['variance']:.3f}" for lb, d in zip(labels, bv, strict=True))
+    return (
+        f"Decomposition over {int(bv[0]['runs'])} seeds (squared error of the predicted probabilities; bias² "
+        f"includes the label noise): Spearman ρ(bias², {axis}) = {stats.spearmanr(x, b2).statistic:.2f}, "
+        f"ρ(variance, {axis}) = {stats.spearmanr(x, var).statistic:.2f} ({expect}). {parts}."
+    )
 
 
 def decomposition_lines(decomposition: dict[str, Any]) -> list[str]:

@@ -21,6 +21,9 @@ from techbench.techniques.restarts.contract import (
 class RestartFamily(Family):
     procedure = True  # each entry trains several solutions per run (training/procedure.py)
 
+    def unstackable(self, spec, config):
+        return None  # outside a restart study the slot holds `single`: one ordinary run, nothing to refuse
+
 
 FAMILY = RestartFamily(
     "restart",

@@ -1,4 +1,7 @@
-"""Report sections for probes: each probe's rows as mean ± 95% CI over seeds, its notes, verdict and plot."""
+"""Report sections for probes: each probe's rows as mean ± 95% CI over seeds, its notes, verdict and plot.
+
+A probe's plot and verdict are its view (views.py), registered by the topic modules of this package; the probe
+results passed in carry everything else (description, hp, runs), so the report needs no probe code."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from techbench.analysis.stats import mean_ci
+from techbench.report.document import Section, Table
+from techbench.report.probes.views import VIEWS, View, view
 
 
 def _cell(values: list[Any]) -> str:
@@ -31,14 +36,11 @@ def probe_table(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
     return ["row", "seeds"] + columns, rows
 
 
-def probe_sections(probes: dict[str, Any], figures_dir: Path, study: str) -> list:
-    from techbench.probes import PROBES
-    from techbench.report.render import Section, Table
-
+def probe_sections(probes: dict[str, Any], figures_dir: Path, study: str) -> list[Section]:
     sections = []
     for name, info in probes.items():
         runs = info["runs"]
-        entry = PROBES.get(name) if name in PROBES else None
+        entry = VIEWS.get(name)
         sec = Section(f"Probe `{name}`", paragraphs=[info.get("description", "")])
         hp = ", ".join(f"{k}={v}" for k, v in info.get("hp", {}).items())
         sec.paragraphs.append(
@@ -51,11 +53,17 @@ def probe_sections(probes: dict[str, Any], figures_dir: Path, study: str) -> lis
             headers, rows = probe_table(runs)
             sec.tables.append(Table(headers, rows))
         if entry is not None and runs:
-            if entry.meta.get("verdict"):
-                sec.paragraphs += ["**What it says:** " + s for s in entry.meta["verdict"](runs)]
-            if entry.meta.get("plot"):
-                path = entry.meta["plot"](runs, figures_dir / f"{study}_{name}.png")
+            if entry.verdict:
+                sec.paragraphs += ["**What it says:** " + s for s in entry.verdict(runs)]
+            if entry.plot:
+                path = entry.plot(runs, figures_dir / f"{study}_{name}.png")
                 if path is not None:
                     sec.figures.append(Path(path))
         sections.append(sec)
     return sections
+
+
+# Importing the topic modules registers their views; they import views.py, not this module, so order is free.
+from techbench.report.probes import bias_variance, gradients, lr_range_test, mode_connectivity, quadratic  # noqa: E402, F401, I001
+
+__all__ = ["VIEWS", "View", "probe_sections", "probe_table", "view"]
