@@ -1,6 +1,6 @@
 """Wall time of K seeds of the MNIST-1D MLP trained one after another vs as one vectorized stack
 (`execution: vectorized`), K = 1, 4, 16. Target: 16 vectorized seeds in at most 3x the time of one seed.
-Writes benchmarks/results/seeds_parallel.json, which the report shows.
+Writes (params.yaml paths.benchmarks, default benchmarks/results/) seeds_parallel.json, which the report shows.
 
     make bench
 """
@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 from step_overhead import BATCH, EPOCHS, adam_mlp_config  # the same workload as the step-overhead benchmark
 
-from techbench.training.run import train_one
-from techbench.training.vectorized import train_seeds
+from techbench.paths import read_paths
+from techbench.training.single import train_single
+from techbench.training.stacked import train_stacked
 
 KS, REPEATS = (1, 4, 16), 3
-OUT = Path(__file__).parent / "results" / "seeds_parallel.json"
+OUT = Path(read_paths()["benchmarks"]) / "seeds_parallel.json"  # params.yaml paths.benchmarks
 
 
 def _timed(fn, repeats: int = 1) -> float:
@@ -36,8 +37,8 @@ def _timed(fn, repeats: int = 1) -> float:
 
 def main() -> None:
     cfg = adam_mlp_config()
-    train_one(cfg, 0), train_seeds(cfg, [0, 1])  # warm-up: dataset cache, first-call allocations
-    one = _timed(lambda: train_one(cfg, 0), REPEATS)
+    train_single(cfg, 0), train_stacked(cfg, [0, 1])  # warm-up: dataset cache, first-call allocations
+    one = _timed(lambda: train_single(cfg, 0), REPEATS)
     result = {
         "what": f"MNIST-1D MLP 100-100, Adam, {EPOCHS} epochs, batch {BATCH}: whole runs (fit, test, metrics)",
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
@@ -47,8 +48,8 @@ def main() -> None:
     }
     for k in KS:
         seeds = list(range(k))
-        sequential = _timed(lambda seeds=seeds: [train_one(cfg, s) for s in seeds])
-        vectorized = _timed(lambda seeds=seeds: train_seeds(cfg, seeds), REPEATS)
+        sequential = _timed(lambda seeds=seeds: [train_single(cfg, s) for s in seeds])
+        vectorized = _timed(lambda seeds=seeds: train_stacked(cfg, seeds), REPEATS)
         result[f"k{k}_sequential_s"] = sequential
         result[f"k{k}_vectorized_s"] = vectorized
         result[f"k{k}_vectorized_over_one_seed"] = vectorized / one

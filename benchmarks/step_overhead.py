@@ -1,7 +1,8 @@
 """Per-epoch wall time of the techbench training path against a plain torch loop (MNIST-1D MLP).
 
 Lightning's per-step overhead dominates tiny models; this measures what the in-memory loader and the lean
-Trainer settings leave of it. Writes benchmarks/results/step_overhead.json, which the report shows.
+Trainer settings leave of it. Writes step_overhead.json into params.yaml's paths.benchmarks (default
+benchmarks/results/), which the report shows.
 
     make bench
 """
@@ -19,11 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from techbench.config import parse_params
-from techbench.training.run import train_one
+from techbench.paths import read_paths
+from techbench.training.single import train_single
 from techbench.workloads import InMemoryLoader, build_model, load_dataset
 
 EPOCHS, BATCH, REPEATS = 20, 128, 3
-OUT = Path(__file__).parent / "results" / "step_overhead.json"
+OUT = Path(read_paths()["benchmarks"]) / "step_overhead.json"  # params.yaml paths.benchmarks
 
 
 def raw_torch(cfg) -> float:
@@ -50,7 +52,7 @@ def adam_mlp_config():
     raw = {
         "studies": {
             "bench": {
-                "family": "optimizers",
+                "family": "optimizer",
                 "techniques": ["adam"],
                 "seeds": 1,
                 "data": {"name": "mnist1d"},
@@ -64,9 +66,9 @@ def adam_mlp_config():
 
 def main() -> None:
     cfg = adam_mlp_config()
-    raw_torch(cfg), train_one(cfg, 0)  # warm-up: dataset cache, first-call allocations
+    raw_torch(cfg), train_single(cfg, 0)  # warm-up: dataset cache, first-call allocations
     torch_s = [raw_torch(cfg) for _ in range(REPEATS)]
-    lightning_s = [train_one(cfg, 0).metrics["time/fit_s"] for _ in range(REPEATS)]
+    lightning_s = [train_single(cfg, 0).metrics["time/fit_s"] for _ in range(REPEATS)]
     steps = EPOCHS * len(InMemoryLoader(torch.zeros(3600), torch.zeros(3600), BATCH, False))
     result = {
         "what": f"MNIST-1D MLP, Adam, {EPOCHS} epochs, batch {BATCH}, train + validation each epoch",

@@ -9,8 +9,9 @@ from pathlib import Path
 __version__ = "0.1.0"
 
 
-# Packages that only read finished runs (summaries, statistics, reports): changing them never changes a run.
-NOT_IN_RUNS = ("analysis", "report")
+# Code that only reads finished runs (summaries, statistics, the results files, reports): changing it never
+# changes a run.
+NOT_IN_RUNS = ("analysis", "report", "results.py")
 
 
 @functools.cache

@@ -29,6 +29,14 @@ class RunResult:
     predictions: tuple[torch.Tensor, torch.Tensor] | None = None  # (test probabilities, test labels)
     tags: dict[str, str] = field(default_factory=dict)  # e.g. execution = vectorized
 
+    @classmethod
+    def ended(cls, run, seed, metrics, histories, diverged_step, model, predictions, **tags: str) -> RunResult:
+        """A run that ended, diverged at ``diverged_step`` (an update index) or completed (None)."""
+        if diverged_step is not None:
+            metrics["diverged_step"] = float(diverged_step)
+        outcome = "completed" if diverged_step is None else "diverged"
+        return cls(run, seed, metrics, histories, outcome, diverged_step, model, predictions, dict(tags))
+
     @property
     def name(self) -> str:
         cfg = self.run.config

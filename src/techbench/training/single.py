@@ -26,16 +26,5 @@ def train_single(cfg: RunConfig, seed: int, callbacks: list | None = None, data:
     metrics.update({"time/fit_s": result.seconds, "epochs_run": float(result.epochs_run)})
     metrics.update(throughput(run, result.log.global_step, result.epochs_run, result.seconds))
     metrics["memory/step_mb"] = memory_mb
-    diverged = result.log.diverged_step
-    if diverged is not None:
-        metrics["diverged_step"] = float(diverged)
-    return RunResult(
-        run=run,
-        seed=seed,
-        metrics=metrics,
-        histories=result.log.histories(),
-        outcome="completed" if diverged is None else "diverged",
-        diverged_step=diverged,
-        model=model,
-        predictions=(probs, data.y_test),
-    )
+    histories = result.log.histories()
+    return RunResult.ended(run, seed, metrics, histories, result.log.diverged_step, model, (probs, data.y_test))

@@ -118,19 +118,7 @@ def _finish(run, seed, model, data, history, shared) -> RunResult:
     bad_epoch = next((e for e in range(len(history.get("train/loss", []))) if not _finite_epoch(history, e)), None)
     # A seed that blew up kept training inside the stack; it is recorded as diverged from that epoch's updates.
     diverged = None if bad_epoch is None else int(bad_epoch * shared["steps_per_epoch"])
-    if diverged is not None:
-        metrics["diverged_step"] = float(diverged)
-    return RunResult(
-        run=run,
-        seed=seed,
-        metrics=metrics,
-        histories=history,
-        outcome="completed" if diverged is None else "diverged",
-        diverged_step=diverged,
-        model=model,
-        predictions=(probs, data.y_test),
-        tags={"execution": "vectorized"},
-    )
+    return RunResult.ended(run, seed, metrics, history, diverged, model, (probs, data.y_test), execution="vectorized")
 
 
 def _finite_epoch(history: dict[str, list[float]], epoch: int) -> bool:
