@@ -1,1 +1,3 @@
-"""Training: the LightningModule, the Trainer factory and the single-run composition root."""
+"""Training: the composition root (effective.py: resolve a run config into the EffectiveRun that trains),
+the executors (single, stacked, procedure; executors.py chooses), the LightningModules, one fit, and the one
+post-fit evaluation they share."""
