@@ -199,3 +199,32 @@ def test_a_bad_probe_setting_stops_the_study_before_training(workdir, raw_params
     from techbench.tracking import Tracker
 
     assert not list(Tracker().search("optimizers", {}, finished_only=False))
+
+
+def test_a_procedure_in_base_of_another_study_is_an_error(raw_params):
+    """Outside a restart study the restart slot trains one ordinary run: naming a procedure there would record
+    what never ran."""
+    raw_params["studies"]["optimizers"]["base"] = {"restart": {"name": "random_restarts"}}
+    err = _error(raw_params)
+    assert err.key == "studies.optimizers.base.restart" and err.allowed == ["single"]
+
+
+def test_a_technique_no_workload_runs_is_an_error(raw_params):
+    study = raw_params["studies"]["optimizers"]
+    study.update(techniques=["sgd", "adam", "adamw"], workloads={"w": {"techniques": ["sgd", "adam"]}})
+    err = _error(raw_params)
+    assert err.key == "studies.optimizers.techniques[2]" and "runs on no workload" in str(err)
+
+
+def test_tuning_a_technique_without_a_search_space_is_an_error(raw_params):
+    from techbench.techniques import OPTIMIZERS
+
+    raw_params["tuning"] = {"optimizers": {"techniques": ["sgd"]}}
+
+    assert OPTIMIZERS.get("lbfgs").search_space  # every built-in optimizer is tunable: register one that is not
+    with OPTIMIZERS.temporary():
+        OPTIMIZERS.register("fixed", description="a fixed-step method")(lambda model: None)
+        raw_params["studies"]["optimizers"]["techniques"].append("fixed")
+        raw_params["tuning"]["optimizers"]["techniques"] = ["sgd", "fixed"]
+        err = _error(raw_params)
+    assert err.key == "tuning.optimizers.techniques[1]" and "no search space" in str(err)

@@ -76,7 +76,7 @@ def done(tmp_path_factory):
     for study in params.studies:
         run_study(params, study, tracker=tracker)
         export_study(params, study, tracker=tracker, root=root / "results")
-    write_reports(root / "results", root / "reports")
+    write_reports(root / "results", root / "reports", root / "no-benchmarks")
     runs = {s: json.loads((root / "results" / s / "runs.json").read_text())["runs"] for s in params.studies}
     return root, runs
 

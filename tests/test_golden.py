@@ -28,8 +28,8 @@ WORKLOAD = {
     "model": {"name": "mlp", "hidden": [16]},
     "train": {"epochs": 3, "batch_size": 32},
 }
-# Descriptive numbers that were computed differently then (steps_per_epoch rounded accumulation down) or are
-# not a training result; everything else must match.
+# steps_per_epoch was computed with the accumulation rounded down then (4 for 18 batches of 4 micro-batches,
+# where Lightning makes 5 updates: see `updates`); it is the one number that moved, on purpose.
 NOT_COMPARED = {"steps_per_epoch"}
 
 
@@ -46,11 +46,29 @@ def _cfg(case: dict):
     return parse_params({"studies": {"s": block}}).study("s").runs[0]
 
 
+COUNTS = (
+    "epochs_run",
+    "updates",
+    "effective_batch",
+    "restarts",
+    "compute/epochs",
+    "stop/epoch",
+    "stop/fired",
+    "stop/best_epoch",
+    "stop/epochs_saved",
+    "diverged_step",
+)
+
+
 def _close(name: str, key: str, got: float, want: float) -> None:
     if math.isnan(want):
         assert math.isnan(got), (name, key, got, want)
-    elif "acc" in key or key.startswith(("epochs", "updates", "effective", "restarts", "stop/")):
-        assert got == pytest.approx(want, abs=1.6e-2), (name, key, got, want)  # one example of the debug test set
+    elif key in COUNTS:
+        assert got == want, (name, key, got, want)
+    elif key.endswith("acc") or key.endswith("_acc") or "acc_" in key:
+        # The test loss moves by float summation order (~1e-7 here); a prediction on the decision boundary could
+        # flip with it: one example of the debug test set (64) is the most an accuracy may move.
+        assert got == pytest.approx(want, abs=1.6e-2), (name, key, got, want)
     else:
         assert got == pytest.approx(want, rel=2e-4, abs=2e-5), (name, key, got, want)
 

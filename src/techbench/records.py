@@ -25,6 +25,7 @@ class RunRecord:
     histories: dict[str, list[float]] = field(default_factory=dict)  # step = list index (epoch, solution, n)
     artifacts: dict[str, Any] = field(default_factory=dict)  # path -> bytes, str, or JSON-able data
     payload: dict[str, Any] = field(default_factory=dict)  # a probe's full result (rows, curves, notes)
+    requested: dict[str, Any] = field(default_factory=dict)  # the configuration as params.yaml asked for it
     outcome: str = "completed"
     parent_run_id: str | None = None
     run_id: str | None = None  # set once written
@@ -48,7 +49,7 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], run_id: str | None = None) -> RunRecord:
-        data = dict(data)
+        data = {**data, "requested": data.get("requested", {})}
         data["artifacts"] = dict.fromkeys(data.pop("artifact_paths", []))  # stored beside the record
         data["histories"] = {
             k: [float("nan") if v is None else v for v in vals] for k, vals in data["histories"].items()

@@ -120,6 +120,8 @@ class EffectiveRun:
 
     @property
     def world_size(self) -> int:
+        """Devices × nodes as configured; ``devices: -1`` (all) counts as one, as the count is only known to the
+        Trainer on the machine (runs on all devices record Lightning's own update count in ``updates``)."""
         devices = self.hardware["devices"]
         return max(int(devices), 1) * int(self.hardware["num_nodes"])
 

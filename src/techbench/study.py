@@ -106,7 +106,8 @@ def export_study(params: Params, study: str, tracker: Tracker | None = None, roo
     records = tracker.records(study, "run", wanted)
     rows = []
     for cfg in spec.runs:
-        rows += [row_from_record(records[key], cfg.train["target_val_acc"]) for key in _keys(cfg, spec, records)]
+        target = spec.workloads[cfg.workload].target_value  # the workload's target (time to target)
+        rows += [row_from_record(records[key], target) for key in _keys(cfg, spec, records)]
     family = FAMILIES[spec.family] if spec.family else None
     results = StudyResults(
         study=study,
@@ -136,6 +137,7 @@ def _family(family) -> dict | None:
     return {
         "name": family.name,
         "description": family.description,
+        "default": family.default["name"],  # the baseline the family's findings compare with
         "columns": columns,
         "summary": list(family.summary),
         "findings": family.findings,

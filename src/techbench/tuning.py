@@ -22,6 +22,8 @@ from techbench.specs import Params, RunConfig
 from techbench.study import pending_runs
 from techbench.techniques import FAMILIES
 from techbench.tracking import Tracker, absolute_sqlite
+from techbench.training.executors import execute
+from techbench.training.procedure import train_procedure
 from techbench.training.single import train_single
 
 log = logging.getLogger("techbench")
@@ -69,6 +71,18 @@ class Pruning(PyTorchLightningPruningCallback):
         self.check_pruned()  # the DDP path's record of a pruned trial
 
 
+def _train_trial(cfg: RunConfig, trial: optuna.Trial, seed: int, execution: str):
+    """One trial through the executors' own entry points: a procedure family's procedure (no pruning: its
+    solutions are separate fits), else one single run pruned on the validation curve."""
+    if FAMILIES[cfg.family].procedure:
+        return train_procedure(cfg, seed, execution), None
+    pruning = Pruning(trial, monitor=OBJECTIVE)
+    result = train_single(cfg, seed, callbacks=[pruning])
+    if pruning.pruned:
+        result.outcome = "pruned"
+    return result, pruning
+
+
 def study_name(cfg: RunConfig) -> str:
     return f"{cfg.study}/{cfg.technique}/{cfg.config_hash()}"
 
@@ -80,6 +94,7 @@ def tune(
     sampler_seed: int = 0,
     storage: str | None = None,
     tracker: Tracker | None = None,
+    execution: str = "sequential",
 ) -> optuna.Study:
     """Run until the Optuna study holds ``trials`` finished (complete or pruned) trials."""
     tracker = tracker or Tracker()
@@ -103,17 +118,17 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         trial_cfg = cfg.with_technique_params(suggest(trial, space), variant=f"trial{trial.number}")
-        pruning = Pruning(trial, monitor=OBJECTIVE)
-        result = train_single(trial_cfg, seed, callbacks=[pruning])
-        if pruning.pruned:
-            result.outcome = "pruned"
+        result, pruning = _train_trial(trial_cfg, trial, seed, execution)
         record = result.record("trial", parent, optuna_trial=str(trial.number), optuna_study=name)
         record.name += f"/trial{trial.number}"
         trial.set_user_attr("mlflow_run_id", tracker.write(record))
-        pruning.raise_if_pruned()
+        if pruning is not None:
+            pruning.raise_if_pruned()
         if result.outcome == "diverged":
             return 0.0  # a diverged configuration is the worst possible score, not a failed trial
-        return record.histories[OBJECTIVE][-1]
+        # A procedure's run has no per-epoch curve: its kept solution's validation accuracy is the score.
+        curve = record.histories.get(OBJECTIVE)
+        return curve[-1] if curve else record.metrics["final/val_acc"]
 
     done = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
     if done < trials:
@@ -146,11 +161,13 @@ def tune_study(
     summary: dict[str, Any] = {}
     for technique in techniques:
         base = spec.run(technique)
-        result = tune(base, n_trials, seed, sampler_seed, storage, tracker)
+        result = tune(base, n_trials, seed, sampler_seed, storage, tracker, spec.execution)
         tuned = base.with_technique_params(result.best_params, variant="tuned")
-        for cfg, s in pending_runs(tracker, [(tuned, s) for s in range(eval_seeds)], force):
-            tracker.write(train_single(cfg, s).record())
+        todo = [s for _, s in pending_runs(tracker, [(tuned, s) for s in range(eval_seeds)], force)]
+        for run in execute(tuned, todo, spec.execution) if todo else []:
+            tracker.write(run.record())
         records = tracker.records(study, "run", {(tuned.config_hash(), s) for s in range(eval_seeds)})
+        target = spec.workloads[tuned.workload].target_value
         states = [t.state.name for t in result.trials]
         summary[technique] = {
             "optuna_study": result.study_name,
@@ -159,7 +176,7 @@ def tune_study(
             "trials": len(states),
             "pruned": states.count("PRUNED"),
             "default_params": {k: v for k, v in base.components[base.family].items() if k != "name"},
-            "runs": [row_from_record(r, tuned.train["target_val_acc"]) for _, r in sorted(records.items())],
+            "runs": [row_from_record(r, target) for _, r in sorted(records.items())],
         }
         log.info("tuned %s/%s: best val/acc %.4f with %s", study, technique, result.best_value, result.best_params)
     write_tuning(root or Path(params.paths["results"]), study, summary)

@@ -33,6 +33,7 @@ from techbench.specs import (
     TuningSpec,
     Workload,
 )
+from techbench.techniques import FAMILIES
 
 HARDWARE_ALLOWED = {
     "accelerator": ["auto", "cpu", "gpu", "cuda", "mps"],
@@ -73,6 +74,11 @@ def _tuning(name: str, block: Any, studies: dict[str, StudySpec]) -> TuningSpec:
             )
     if t["trials"] < 1:
         raise ConfigError(f"{key}.trials", f"{t['trials']!r} is out of range: must be >= 1")
+    for i, tech in enumerate(t["techniques"]):
+        registry = FAMILIES[studies[name].family].registry
+        if not registry.get(tech).search_space:
+            tunable = [e.name for e in registry if e.search_space and e.name in studies[name].techniques]
+            raise ConfigError(f"{key}.techniques[{i}]", f"{tech!r} declares no search space", tunable)
     return TuningSpec(study=name, **t)
 
 

@@ -136,11 +136,20 @@ def _fixed(key: str, block: dict, family) -> dict[str, dict[str, Any]]:
                 f"this study varies the {slot}; set its hyperparameters in technique_params",
                 [s for s in slots if s != slot],
             )
-    return {
+    fixed = {
         f.name: component(f"{key}.base.{f.name}", f.registry, base.get(f.name, f.default))
         for f in FAMILIES
         if family is None or f.name != family.name
     }
+    for f in FAMILIES:
+        # A procedure runs only in a study of its own family: elsewhere its slot would claim what never ran.
+        if f.procedure and f.name in fixed and fixed[f.name]["name"] != f.default["name"]:
+            raise ConfigError(
+                f"{key}.base.{f.name}",
+                f"a {f.name} procedure runs only in a study with family {f.name}",
+                [f.default["name"]],
+            )
+    return fixed
 
 
 def _techniques(key: str, block: dict, family, techniques: list[str]) -> list[dict[str, Any]]:
@@ -204,6 +213,14 @@ def parse_study(name: str, block: Any, hardware: dict[str, Any]) -> StudySpec:
         techs = _techniques(key, block, family, techniques)
         check_slot_axes(f"{key}.sweep", axes, techs)
         runs = _runs(name, key, family, techs, workloads, fixed, axes, hardware)
+        ran = {r.technique for r in runs}
+        for i, t in enumerate(techniques):
+            if t not in ran:
+                raise ConfigError(
+                    f"{key}.techniques[{i}]",
+                    f"{t!r} runs on no workload: list it in a workload's `techniques:`",
+                    [w.name for w, _, _ in workloads],
+                )
     execution = block.get("execution", "sequential")
     if execution not in EXECUTION:
         raise ConfigError(f"{key}.execution", f"unknown execution mode {execution!r}", EXECUTION)

@@ -37,10 +37,7 @@ sqlite:///mlflow.db</code>), tuning studies in Optuna (<code>optuna-dashboard sq
 
 
 def write_reports(
-    results_root: Path = Path("results"),
-    reports_dir: Path = Path("reports"),
-    benchmarks: Path = Path("benchmarks/results"),
-    studies: list[str] | None = None,
+    results_root: Path, reports_dir: Path, benchmarks: Path, studies: list[str] | None = None
 ) -> list[Path]:
     available = available_studies(results_root)
     for study in studies or []:

@@ -60,7 +60,8 @@ def _workload(results: StudyResults, w: str, bias_variance: dict, figures: Path)
     said = Section(f"What the numbers say (`{w}`)", paragraphs=describe(groups))
     findings = load((results.family or {}).get("findings"))
     if findings is not None:
-        ctx = FindingsContext(stem, f"{results.study} / {w}", results.techniques, bias_variance.get(w, {}))
+        default = (results.family or {}).get("default")
+        ctx = FindingsContext(stem, f"{results.study} / {w}", results.techniques, bias_variance.get(w, {}), default)
         lines, figs = findings(groups, ctx)
         said.paragraphs += lines
         said.figures += figs

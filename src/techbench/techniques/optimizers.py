@@ -18,7 +18,7 @@ Flags (OptimizerInfo) the training loop reads:
                        and returns the loss; step may call it several times (Lightning's automatic optimization).
   closure="loss_graph" step(closure) with a closure that returns the loss WITH its graph, not backpropagated
                        (Lightning manual optimization); step differentiates it itself.
-  max_params=N         the factory raises ValueError for a model with more than N trainable parameters.
+  max_params=N         build_optimizer raises ValueError for a model with more than N trainable parameters.
   modifier="gc", base  ``<base>+gc``: the base optimizer with gradient centralization (gradient_centralization.py).
 Every first-order entry (no closure) gets its ``<name>+gc`` variant when it is registered.
 """
@@ -48,12 +48,24 @@ class OptimizerInfo(Info):
     modifier: str | None = None
     base: str | None = None
 
+    def __post_init__(self):
+        if self.closure not in (None, "backward", "loss_graph"):
+            raise ValueError(f"optimizer closure {self.closure!r}; allowed: None, backward, loss_graph")
+
 
 OPTIMIZERS = Registry("optimizer", OptimizerInfo)
 OPTIMIZERS.on_register.append(lambda entry: add_gc_variant(OPTIMIZERS, entry))
 
 
 def build_optimizer(spec: dict, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer ``spec`` over ``model``; ValueError for a model larger than the entry's ``max_params``."""
+    limit = OPTIMIZERS.get(spec["name"]).info.max_params
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if limit is not None and n > limit:
+        raise ValueError(
+            f"{spec['name']}: the model has {n} trainable parameters, more than max_params={limit} "
+            f"(an exact Hessian is {n}×{n} and its solve O(P³)); use lbfgs or a smaller model"
+        )
     return build(OPTIMIZERS, spec, model)
 
 
@@ -273,10 +285,4 @@ def _check_newton(hp):
     check=_check_newton,
 )
 def newton(model, lr, damping):
-    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if n > NEWTON_MAX_PARAMS:
-        raise ValueError(
-            f"newton: the model has {n} trainable parameters, more than max_params={NEWTON_MAX_PARAMS} "
-            f"(the exact Hessian is {n}×{n} and the solve O(P³)); use lbfgs or a smaller model"
-        )
     return Newton(model.parameters(), lr=lr, damping=damping)

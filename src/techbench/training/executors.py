@@ -28,7 +28,8 @@ def execute(cfg: RunConfig, seeds: list[int], execution: str = "sequential") -> 
         return
     refused = {}
     if execution == "vectorized" and len(seeds) > 1:
-        why = unstackable(resolve(cfg, load_dataset(cfg.data, seeds[0])))
+        data = load_dataset(cfg.data, seeds[0])
+        why = unstackable(resolve(cfg, data), data)
         if why is None:
             yield from train_stacked(cfg, seeds)
             return

@@ -67,7 +67,7 @@ class ProcedureContext:
     def fit_fresh(self, indices: list[int], epochs: int | None = None) -> list[nn.Module]:
         cfg = replace(self.cfg, train={**self.cfg.train, "epochs": int(epochs or self.epochs)})
         if self.execution == "vectorized" and len(indices) > 1:
-            why = unstackable(resolve(cfg, self.data))
+            why = unstackable(resolve(cfg, self.data), self.data)
             if why is None:
                 # Every restart trains on the run's own data (a resampled training set belongs to the run's seed).
                 results = train_stacked(cfg, [self.member_seed(i) for i in indices], data=self.data)

@@ -68,6 +68,7 @@ class RunResult:
             seed=self.seed,
             tags={**identity, **self.tags, **tags, "outcome": self.outcome},
             config={**self.run.as_dict(), "seed": self.seed, "n_params": n_params},
+            requested=cfg.as_dict(),
             metrics=dict(self.metrics),
             histories=dict(self.histories),
             artifacts=artifacts,

@@ -32,9 +32,21 @@ from techbench.workloads.data import epoch_order
 from techbench.workloads.models import MODELS
 
 
-def unstackable(run: EffectiveRun) -> str | None:
-    """None if the run's seeds can be trained as one stack, else the reasons they cannot."""
+def unstackable(run: EffectiveRun, data: DataSplits | None = None) -> str | None:
+    """None if the run's seeds can be trained as one stack, else the reasons they cannot: each family's own
+    answer, and — whatever a family answers — any callbacks or objective terms it would add, which the stack
+    does not apply (with ``data``, a model is built, off the run's random stream, to ask for them)."""
     reasons = [f.unstackable(run[f.name], run.as_dict()) for f in FAMILIES]
+    for f, said in zip(FAMILIES, list(reasons), strict=True):
+        if said is None and f.callbacks(run[f.name], run.as_dict()):
+            reasons.append(f"{f.name} {run[f.name]['name']} (callbacks of one model)")
+    if data is not None:
+        with torch.random.fork_rng(devices=[]):
+            model = build_run_model(run, data)
+        for f, said in zip(FAMILIES, list(reasons), strict=False):
+            objective = f.objective(run[f.name], model, run.n_train)
+            if said is None and objective is not None and (objective.penalty or objective.decay or objective.prox):
+                reasons.append(f"{f.name} {run[f.name]['name']} (objective terms of one model)")
     if not MODELS.get(run.model["name"]).info.stackable:
         reasons.append(f"model {run.model['name']}")
     if run.train["grad_clip"]:

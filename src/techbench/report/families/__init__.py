@@ -20,6 +20,7 @@ class FindingsContext:
     title: str  # "<study> / <workload>"
     techniques: dict[str, dict[str, Any]] = field(default_factory=dict)  # technique -> description and flags
     bias_variance: dict[str, Any] = field(default_factory=dict)  # label -> decomposition of this workload
+    default: str | None = None  # the family's default technique: the baseline its findings compare with
 
     def figure(self, suffix: str) -> Path:
         return self.stem.with_name(self.stem.name + suffix)

@@ -20,14 +20,14 @@ def _err(rows: list[dict[str, Any]], key: str) -> list[float]:
     return [1.0 - r[key] for r in rows if r.get(key) is not None]
 
 
-def dropout_lines(groups) -> list[str]:
+def dropout_lines(groups, baseline: str = "none") -> list[str]:
     """Convergence (epochs to the target) against no dropout, MC-dropout against the same network's
     deterministic prediction, and the rates concrete dropout learned."""
     lines = []
-    base = groups.get("none")
+    base = groups.get(baseline)
     if base and any(r.get("epochs_to_target") is not None for r in base):
         for label, rows in sorted(groups.items()):
-            if label == "none":
+            if label == baseline:
                 continue
             d = paired_diff_ci(by_seed(rows, "epochs_to_target"), by_seed(base, "epochs_to_target"))
             if d.n:
@@ -50,4 +50,4 @@ def dropout_lines(groups) -> list[str]:
 
 
 def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path]]:
-    return dropout_lines(groups), []
+    return dropout_lines(groups, ctx.default or "none"), []

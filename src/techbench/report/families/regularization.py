@@ -114,13 +114,13 @@ def paired_variant_lines(groups) -> list[str]:
     return [f"`{b}` − `{a}`, test accuracy paired by seed: {d.fmt(100)} pp."]
 
 
-def regularization_lines(groups) -> list[str]:
+def regularization_lines(groups, baseline: str = "none") -> list[str]:
     """Each penalty at the λ with the best mean final validation accuracy (test accuracy is never used to
     choose), its weight norm and sparsity, against no penalty."""
     by_tech: dict[str, list[str]] = {}
     for label in groups:
         by_tech.setdefault(label.split("@")[0], []).append(label)
-    base = groups.get("none")
+    base = groups.get(baseline)
     lines = []
     for tech, labels in sorted(by_tech.items()):
         chosen = max(labels, key=lambda lb: _mean(groups[lb], "final_val_acc"))
@@ -130,9 +130,9 @@ def regularization_lines(groups) -> list[str]:
             f"‖W‖ {_mean(rows, 'weights_l2'):.2f}, exact zeros {100 * _mean(rows, 'zero_frac'):.2f} %, "
             f"|w| < 1e-3 {100 * _mean(rows, 'near_zero_frac'):.1f} %"
         )
-        if base and tech != "none":
+        if base and tech != baseline:
             d = paired_diff_ci(by_seed(rows, "test_acc"), by_seed(base, "test_acc"))
-            text += f"; vs none {d.fmt(100)} pp"
+            text += f"; vs {baseline} {d.fmt(100)} pp"
         lines.append(text + ".")
         if len(labels) >= 3:
             lam = [_sweep_value(groups[lb], "lam") for lb in labels]
@@ -152,8 +152,9 @@ def _sweep_value(rows: list[dict[str, Any]], hp: str) -> float | None:
 
 def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path]]:
     """Best λ per penalty; or, for a study of `none` alone swept over model or data, the capacity curve."""
-    if not all(label.split("@")[0] == "none" for label in groups):
-        return regularization_lines(groups), []
+    baseline = ctx.default or "none"
+    if not all(rows[0]["technique"] == baseline for rows in groups.values() if rows):
+        return regularization_lines(groups, baseline), []
     lines, fig = capacity_sections(groups, ctx.bias_variance, ctx.figure("_capacity.png"), ctx.title)
     if not lines:
         lines = paired_variant_lines(groups) + decomposition_lines(ctx.bias_variance)

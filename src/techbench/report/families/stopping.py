@@ -21,10 +21,12 @@ def _err(rows: list[dict[str, Any]], key: str) -> list[float]:
     return [1.0 - r[key] for r in rows if r.get(key) is not None]
 
 
-def early_stopping_lines(groups, path: Path, title: str) -> tuple[list[str], Path | None]:
+def early_stopping_lines(
+    groups, path: Path, title: str, baseline: str = "fixed_budget"
+) -> tuple[list[str], Path | None]:
     """Stop epoch, epochs saved, and restored-best vs last weights; the stop epochs drawn on the validation
     curve of the fixed budget (same seed: every rule sees the same curve until it stops)."""
-    base = groups.get("fixed_budget")
+    base = groups.get(baseline)
     if not base:
         return [], None
     lines = []
@@ -46,7 +48,7 @@ def early_stopping_lines(groups, path: Path, title: str) -> tuple[list[str], Pat
     colors = plt.get_cmap("tab10")
     for i, (label, rows) in enumerate(sorted(groups.items())):
         r0 = next((r for r in rows if r["seed"] == seed0["seed"]), None)
-        if r0 is None or label == "fixed_budget" or value(r0, "stop/epoch") is None:
+        if r0 is None or label == baseline or value(r0, "stop/epoch") is None:
             continue
         e = int(value(r0, "stop/epoch"))
         ax.axvline(e, color=colors(i % 10), ls="--", lw=1, label=f"{label} stops ({e})")
@@ -58,5 +60,5 @@ def early_stopping_lines(groups, path: Path, title: str) -> tuple[list[str], Pat
 
 
 def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path]]:
-    lines, fig = early_stopping_lines(groups, ctx.figure("_stops.png"), ctx.title)
+    lines, fig = early_stopping_lines(groups, ctx.figure("_stops.png"), ctx.title, ctx.default or "fixed_budget")
     return lines, [fig] if fig else []
