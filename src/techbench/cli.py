@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_tune_args(params, args) -> None:
-    from techbench.techniques import FAMILIES
+    from techbench.config import check_tunable
 
     spec = params.study(args.study)
     if args.technique and args.technique not in spec.techniques:
@@ -150,14 +150,8 @@ def _check_tune_args(params, args) -> None:
             "nothing to tune: name a technique or list some",
             spec.techniques,
         )
-    registry = FAMILIES[spec.family].registry
-    for t in techniques:
-        if not registry.get(t).search_space:
-            raise ConfigError(
-                f"tuning.{args.study}.techniques",
-                f"{t!r} declares no search space",
-                [e.name for e in registry if e.search_space],
-            )
+    for t in techniques:  # params' own list is checked when it is parsed; a technique named here is not
+        check_tunable(f"tuning.{args.study}.techniques", spec, t)
 
 
 if __name__ == "__main__":

@@ -75,11 +75,16 @@ def _tuning(name: str, block: Any, studies: dict[str, StudySpec]) -> TuningSpec:
     if t["trials"] < 1:
         raise ConfigError(f"{key}.trials", f"{t['trials']!r} is out of range: must be >= 1")
     for i, tech in enumerate(t["techniques"]):
-        registry = FAMILIES[studies[name].family].registry
-        if not registry.get(tech).search_space:
-            tunable = [e.name for e in registry if e.search_space and e.name in studies[name].techniques]
-            raise ConfigError(f"{key}.techniques[{i}]", f"{tech!r} declares no search space", tunable)
+        check_tunable(f"{key}.techniques[{i}]", studies[name], tech)
     return TuningSpec(study=name, **t)
+
+
+def check_tunable(key: str, spec: StudySpec, technique: str) -> None:
+    """ConfigError unless the study's ``technique`` declares a search space (Optuna would have nothing to try)."""
+    registry = FAMILIES[spec.family].registry
+    if not registry.get(technique).search_space:
+        tunable = [e.name for e in registry if e.search_space and e.name in spec.techniques]
+        raise ConfigError(key, f"{technique!r} declares no search space", tunable)
 
 
 def parse_params(raw: Any) -> Params:
@@ -127,6 +132,7 @@ __all__ = [
     "StudySpec",
     "TuningSpec",
     "Workload",
+    "check_tunable",
     "component",
     "load_params",
     "merge",

@@ -64,18 +64,14 @@ class BestWeights(ModelCheckpoint):
 
 
 class StoppingFamily(Family):
-    def _keeps_best(self, spec: dict[str, Any], config: dict[str, Any], criteria: list) -> bool:
-        # The stopping study records best-vs-last for every rule, the fixed budget included.
-        return bool(criteria) or bool(self.hp(spec)["restore_best"]) or config.get("family") == self.name
-
     def callbacks(self, spec: dict[str, Any], config: dict[str, Any]) -> list:
         criteria = build_stopping(spec)
-        return [*criteria, BestWeights()] if self._keeps_best(spec, config, criteria) else criteria
+        # The stopping study records best-vs-last for every rule, the fixed budget included.
+        keep_best = criteria or self.hp(spec)["restore_best"] or config.get("family") == self.name
+        return [*criteria, BestWeights()] if keep_best else criteria
 
     def unstackable(self, spec: dict[str, Any], config: dict[str, Any]) -> str | None:
-        if self._keeps_best(spec, config, build_stopping(spec)):  # a rule or best weights watch one model
-            return f"stopping {spec['name']}"
-        return None
+        return None  # the stack refuses every rule that gives callbacks (training/stacked.unstackable)
 
     def select_weights(self, spec: dict[str, Any], fit: Fit) -> dict[str, float]:
         """Epoch the criterion stopped at, the best-validation epoch, and test accuracy of the last and of the

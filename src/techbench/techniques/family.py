@@ -57,6 +57,11 @@ class Objective:
     # (parameter, threshold coefficient c): after each step w ← sign(w)·max(|w| − lr·c, 0) (L1's proximal step)
     prox: list[tuple[nn.Parameter, float]] = field(default_factory=list)
 
+    @property
+    def active(self) -> bool:
+        """Whether it changes anything: a penalty, a decay or a proximal step."""
+        return self.penalty is not None or bool(self.decay) or bool(self.prox)
+
     @staticmethod
     def combine(parts: list[Objective | None]) -> Objective:
         parts = [p for p in parts if p is not None]

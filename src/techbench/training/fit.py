@@ -14,7 +14,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from techbench.specs import EffectiveRun
@@ -22,7 +21,7 @@ from techbench.techniques import FAMILIES, OPTIMIZERS, Fit
 from techbench.training.memory import peak_step_memory
 from techbench.training.module import FitLog, TechniqueModule
 from techbench.training.trainer import make_trainer
-from techbench.workloads import DataSplits, InMemoryLoader
+from techbench.workloads import DataSplits, InMemoryLoader, loss_fn
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -85,7 +84,8 @@ def fit(
         L.seed_everything(order_seed, workers=True, verbose=False)
     with tempfile.TemporaryDirectory(prefix="techbench-fit-") as tmp:
         module = TechniqueModule(model, run, FitLog(Path(tmp) / "log.json"))
-        own = {f.name: f.callbacks(run[f.name], run.as_dict()) for f in FAMILIES} if family_callbacks else {}
+        config = run.as_dict()
+        own = {f.name: f.callbacks(run[f.name], config) for f in FAMILIES} if family_callbacks else {}
         every = [*(callbacks or []), *(c for cbs in own.values() for c in cbs)]
         trainer = make_trainer(run.hardware, run.train, callbacks=every)
         start = time.perf_counter()
@@ -112,7 +112,7 @@ def step_memory_mb(model: nn.Module, run: EffectiveRun, data: DataSplits) -> flo
 
         def step():
             optimizer.zero_grad()
-            F.cross_entropy(clone(x), y).backward()
+            loss_fn(clone(x), y).backward()
             if plain:  # closure-driven optimizers (L-BFGS, Newton): forward + backward only
                 optimizer.step()
 

@@ -36,17 +36,11 @@ def unstackable(run: EffectiveRun, data: DataSplits | None = None) -> str | None
     """None if the run's seeds can be trained as one stack, else the reasons they cannot: each family's own
     answer, and — whatever a family answers — any callbacks or objective terms it would add, which the stack
     does not apply (with ``data``, a model is built, off the run's random stream, to ask for them)."""
-    reasons = [f.unstackable(run[f.name], run.as_dict()) for f in FAMILIES]
-    for f, said in zip(FAMILIES, list(reasons), strict=True):
-        if said is None and f.callbacks(run[f.name], run.as_dict()):
-            reasons.append(f"{f.name} {run[f.name]['name']} (callbacks of one model)")
+    config, model = run.as_dict(), None
     if data is not None:
         with torch.random.fork_rng(devices=[]):
             model = build_run_model(run, data)
-        for f, said in zip(FAMILIES, list(reasons), strict=False):
-            objective = f.objective(run[f.name], model, run.n_train)
-            if said is None and objective is not None and (objective.penalty or objective.decay or objective.prox):
-                reasons.append(f"{f.name} {run[f.name]['name']} (objective terms of one model)")
+    reasons = [_refusal(f, run[f.name], config, model, run.n_train) for f in FAMILIES]
     if not MODELS.get(run.model["name"]).info.stackable:
         reasons.append(f"model {run.model['name']}")
     if run.train["grad_clip"]:
@@ -55,6 +49,19 @@ def unstackable(run: EffectiveRun, data: DataSplits | None = None) -> str | None
         reasons.append("several devices")
     failed = [r for r in reasons if r]
     return None if not failed else "not stackable: " + ", ".join(failed)
+
+
+def _refusal(family, spec: dict, config: dict, model, n_train: int) -> str | None:
+    """Why ``family``'s component keeps seeds from sharing a stack: its own answer, else the callbacks or the
+    objective terms it adds, which a stack does not apply."""
+    said = family.unstackable(spec, config)
+    if said is None and family.callbacks(spec, config):
+        said = f"{family.name} {spec['name']} (callbacks of one model)"
+    if said is None and model is not None:
+        objective = family.objective(spec, model, n_train)
+        if objective is not None and objective.active:
+            said = f"{family.name} {spec['name']} (objective terms of one model)"
+    return said
 
 
 class StackedLoader:
