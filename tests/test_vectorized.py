@@ -71,14 +71,14 @@ def test_each_seed_is_its_own_mlflow_run_with_per_epoch_curves(tmp_path):
 def test_unstackable_configs_fall_back_to_sequential_runs(tmp_path, caplog):
     from techbench.study import run_study
 
-    params = _study({"name": "lars", "lr": 0.1})
+    params = _study({"name": "lbfgs", "max_iter": 2})
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with caplog.at_level("INFO", logger="techbench"):
         assert run_study(params, "s", tracker=tracker) == len(SEEDS)
-    assert "sequential seeds (not stackable: optimizer lars" in caplog.text
+    assert "sequential seeds (not stackable: optimizer lbfgs (no stacked update rule)" in caplog.text
     runs = list(tracker.search("s", {"complete": "1"}))
     assert all(r.data.tags["execution"] == "sequential" for r in runs)
-    assert all(r.data.tags["stack_refused"].startswith("not stackable: optimizer lars") for r in runs)
+    assert all(r.data.tags["stack_refused"].startswith("not stackable: optimizer lbfgs") for r in runs)
 
 
 def test_dropout_masks_differ_between_seeds_in_the_stack():

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from techbench.registry import Entry, Registry
+from techbench.techniques.stacked_updates import centralized
 
 
 @torch.no_grad()
@@ -66,14 +67,16 @@ def add_gc_variant(registry: Registry, entry: Entry) -> None:
 
     Entries with a ``closure`` (L-BFGS, Newton) get none: they evaluate the gradient themselves, several times per
     step, and use it as the true derivative of the loss (line search, curvature pairs, the Hessian's right-hand
-    side); a centralized gradient is not that derivative, so the method would no longer be itself. The variant is
-    not element-wise: the mean is taken over each weight's rows, which a stack of seeds would mix.
+    side); a centralized gradient is not that derivative, so the method would no longer be itself. A stacked base
+    rule gets a centralized stacked rule: the mean is taken over each member's own rows.
     """
     if entry.info.closure is not None or entry.info.modifier:
         return
 
     def build(model, _factory=entry.factory, **hp):
         return centralize_gradients(_factory(model, **hp))
+
+    stacked = centralized(entry.info.stacked) if entry.info.stacked else None
 
     registry.register(
         f"{entry.name}+gc",
@@ -82,5 +85,5 @@ def add_gc_variant(registry: Registry, entry: Entry) -> None:
         search_space=entry.search_space,
         bounds=entry.bounds,
         check=entry.check,
-        **{**dataclasses.asdict(entry.info), "modifier": "gc", "base": entry.name, "elementwise": False},
+        **{**dataclasses.asdict(entry.info), "modifier": "gc", "base": entry.name, "stacked": stacked},
     )(build)

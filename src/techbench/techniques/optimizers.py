@@ -10,8 +10,9 @@ torch puts ε outside the square root (η g / (√G + ε)) where the chapter wri
 with ε = 1e-8 the two agree to float precision once G ≫ ε².
 
 Flags (OptimizerInfo) the training loop reads:
-  elementwise=True     each parameter's update depends on its own gradient and state only, so the seeds of a run
-                       can train as one vmap'd stack (the stacked executor) and follow their own trajectories.
+  stacked=rule         the entry's update written over a stack of K models with per-member hyperparameters
+                       (stacked_updates.py): the seeds of a run, or several Optuna trials, train as one stack and
+                       each member follows the trajectory it would follow alone. None: the entry does not stack.
   full_batch=True      train on the whole training set as one batch (one optimizer step per epoch): the method
                        assumes a deterministic objective (L-BFGS curvature pairs and line search, Newton's Hessian).
   closure="backward"   step(closure) with a closure that zeroes the gradients, recomputes the loss, backpropagates
@@ -25,6 +26,7 @@ Every first-order entry (no closure) gets its ``<name>+gc`` variant when it is r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,7 @@ from timm.optim import Lamb, Lars
 from torch import nn
 
 from techbench.registry import Info, Registry, build
+from techbench.techniques import stacked_updates as rules
 from techbench.techniques.family import Family
 from techbench.techniques.gradient_centralization import add_gc_variant
 from techbench.techniques.lookahead import PaperLookahead
@@ -41,7 +44,7 @@ from techbench.techniques.newton import Newton
 
 @dataclass(frozen=True)
 class OptimizerInfo(Info):
-    elementwise: bool = False
+    stacked: Callable[..., None] | None = None
     closure: str | None = None  # None, "backward" or "loss_graph"
     full_batch: bool = False
     max_params: int | None = None
@@ -74,7 +77,7 @@ class OptimizerFamily(Family):
         return build_optimizer(spec, model)
 
     def unstackable(self, spec: dict[str, Any], config: dict[str, Any]) -> str | None:
-        return None if self.entry(spec).info.elementwise else f"optimizer {spec['name']} (not element-wise)"
+        return None if self.entry(spec).info.stacked else f"optimizer {spec['name']} (no stacked update rule)"
 
 
 FAMILY = OptimizerFamily(
@@ -93,7 +96,7 @@ LR = {"low": 1e-4, "high": 1.0, "log": True}
     description="plain (mini-batch) gradient descent: θ ← θ − η∇J",
     defaults={"lr": 0.01},
     search_space={"lr": LR},
-    elementwise=True,
+    stacked=rules.sgd,
 )
 def sgd(model, lr):
     return torch.optim.SGD(model.parameters(), lr=lr)
@@ -104,7 +107,7 @@ def sgd(model, lr):
     description="heavy-ball momentum: v ← γv + η∇J, θ ← θ − v",
     defaults={"lr": 0.01, "momentum": 0.9},
     search_space={"lr": {"low": 1e-4, "high": 0.3, "log": True}, "momentum": {"low": 0.5, "high": 0.99}},
-    elementwise=True,
+    stacked=rules.momentum,
 )
 def momentum(model, lr, momentum):
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
@@ -115,7 +118,7 @@ def momentum(model, lr, momentum):
     description="Nesterov accelerated gradient: gradient at the look-ahead point θ − γv",
     defaults={"lr": 0.01, "momentum": 0.9},
     search_space={"lr": {"low": 1e-4, "high": 0.3, "log": True}, "momentum": {"low": 0.5, "high": 0.99}},
-    elementwise=True,
+    stacked=rules.nesterov,
 )
 def nesterov(model, lr, momentum):
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True)
@@ -126,7 +129,7 @@ def nesterov(model, lr, momentum):
     description="AdaGrad: G ← G + g², θ ← θ − η g / √(G + ε)",
     defaults={"lr": 0.01, "eps": 1e-8},
     search_space={"lr": LR},
-    elementwise=True,
+    stacked=rules.adagrad,
 )
 def adagrad(model, lr, eps):
     return torch.optim.Adagrad(model.parameters(), lr=lr, eps=eps)
@@ -137,7 +140,7 @@ def adagrad(model, lr, eps):
     description="RMSProp: G ← βG + (1−β)g², θ ← θ − η g / √(G + ε)",
     defaults={"lr": 0.001, "beta": 0.9, "eps": 1e-8},
     search_space={"lr": {"low": 1e-5, "high": 1e-1, "log": True}},
-    elementwise=True,
+    stacked=rules.rmsprop,
 )
 def rmsprop(model, lr, beta, eps):
     return torch.optim.RMSprop(model.parameters(), lr=lr, alpha=beta, eps=eps)
@@ -148,7 +151,7 @@ def rmsprop(model, lr, beta, eps):
     description="Adam: bias-corrected first and second moments, θ ← θ − η m̂ / (√v̂ + ε)",
     defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
     search_space={"lr": {"low": 1e-5, "high": 1e-1, "log": True}},
-    elementwise=True,
+    stacked=rules.adam,
 )
 def adam(model, lr, beta1, beta2, eps):
     return torch.optim.Adam(model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps)
@@ -162,7 +165,7 @@ def adam(model, lr, beta1, beta2, eps):
         "lr": {"low": 1e-5, "high": 1e-1, "log": True},
         "weight_decay": {"low": 1e-5, "high": 1e-1, "log": True},
     },
-    elementwise=True,
+    stacked=rules.adamw,
 )
 def adamw(model, lr, beta1, beta2, eps, weight_decay):
     return torch.optim.AdamW(model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
@@ -174,7 +177,7 @@ def adamw(model, lr, beta1, beta2, eps, weight_decay):
     "for the first steps (torch: while ρ_t ≤ 5, i.e. t ≤ 5 at β2 = 0.999) it steps θ ← θ − η m̂ un-adapted",
     defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
     search_space={"lr": {"low": 1e-5, "high": 1e-1, "log": True}},
-    elementwise=True,
+    stacked=rules.radam,
 )
 def radam(model, lr, beta1, beta2, eps):
     return torch.optim.RAdam(model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps)
@@ -195,6 +198,7 @@ def _check_lookahead(hp):
         "alpha": {"low": 0.3, "high": 0.9},
     },
     check=_check_lookahead,
+    stacked=rules.lookahead,
 )
 def lookahead(model, lr, beta1, beta2, eps, k, alpha):
     inner = torch.optim.Adam(model.parameters(), lr=lr, betas=(beta1, beta2), eps=eps)
@@ -211,6 +215,7 @@ def lookahead(model, lr, beta1, beta2, eps, k, alpha):
         "lr": {"low": 1e-4, "high": 1e-1, "log": True},
         "weight_decay": {"low": 1e-4, "high": 1e-1, "log": True},
     },
+    stacked=rules.lamb,
 )
 def lamb(model, lr, beta1, beta2, eps, weight_decay):
     # always_adapt: timm skips the trust ratio when weight_decay == 0 (plain Adam then); LAMB always adapts.
@@ -232,6 +237,7 @@ def _check_lars(hp):
     defaults={"lr": 1.0, "momentum": 0.9, "trust_coeff": 0.001, "weight_decay": 5e-4},
     search_space={"lr": {"low": 1e-2, "high": 10.0, "log": True}},
     check=_check_lars,
+    stacked=rules.lars,
 )
 def lars(model, lr, momentum, trust_coeff, weight_decay):
     # always_adapt: timm applies the trust ratio only when weight_decay != 0; LARS always does.

@@ -6,6 +6,7 @@ regime and the dropout variant were applied to the configuration and the model b
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,23 +23,39 @@ CURVES = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "time/epoch_s"
 
 
 class Running:
-    """Sum of loss, correct predictions and examples over an epoch, kept as tensors: logging once per
-    epoch instead of through per-step metric objects keeps the per-step overhead of small models low."""
+    """Sum of loss, correct predictions and examples over an epoch: logging once per epoch instead of through
+    per-step metric objects keeps the per-step overhead of small models low. A training step hands its loss
+    as the float it has already read (the divergence check), so only the correct count is a tensor op."""
 
     def __init__(self):
         self.reset()
 
     def reset(self):
-        self.loss, self.correct, self.n = torch.zeros(()), torch.zeros(()), 0
+        self.loss, self.correct, self.n = 0.0, None, 0
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor):
-        self.loss = self.loss.to(loss.device) + loss.detach().float() * len(y)
-        self.correct = self.correct.to(loss.device) + (logits.detach().argmax(1) == y).sum()
+    def add(self, loss: torch.Tensor | float, logits: torch.Tensor, y: torch.Tensor):
+        value = loss if isinstance(loss, float) else float(loss.detach())
+        self.loss += value * len(y)
+        correct = (logits.detach().argmax(1) == y).sum()
+        self.correct = correct if self.correct is None else self.correct + correct
         self.n += len(y)
 
     def means(self) -> tuple[torch.Tensor, torch.Tensor]:
         n = max(self.n, 1)
-        return self.loss / n, self.correct.float() / n
+        correct = torch.zeros(()) if self.correct is None else self.correct.float().cpu()
+        return torch.tensor(self.loss / n), correct / n
+
+
+class LeanHooks:
+    """Lightning names the hook it is in by setting ``_current_fx_name`` on the module, twice per hook call:
+    ~50 assignments a training step, each through nn.Module.__setattr__'s parameter/buffer/submodule checks.
+    The name is a plain string attribute, so it is stored directly."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
 
 class FitLog:
@@ -79,13 +96,14 @@ class FitLog:
             self.global_step = state["global_step"]
 
 
-class TechniqueModule(L.LightningModule):
+class TechniqueModule(LeanHooks, L.LightningModule):
     def __init__(self, model: nn.Module, run: EffectiveRun, log: FitLog | None = None):
         super().__init__()
         self.model = model
         self.run = run
         self.objective = Objective.combine([f.objective(run[f.name], model, run.n_train) for f in FAMILIES])
         self.divergence_loss = float(run.train["divergence_loss"])
+        self._last_cost = 0.0
         self.log_ = log or FitLog()
         self.running = {stage: Running() for stage in ("train", "val")}
         self._epoch_start = 0.0
@@ -133,7 +151,9 @@ class TechniqueModule(L.LightningModule):
             self.objective.prox_(optimizer.param_groups[0]["lr"])
 
     def _diverging(self, loss: torch.Tensor) -> bool:
-        if torch.isfinite(loss) and loss.item() <= self.divergence_loss:
+        value = loss.item()  # one read per step: the check and the epoch's running loss
+        if math.isfinite(value) and value <= self.divergence_loss:
+            self._last_cost = value
             return False
         # A diverged run is a result: stop and let the caller record where it blew up.
         if self.log_.diverged_step is None:
@@ -149,7 +169,7 @@ class TechniqueModule(L.LightningModule):
         if self._diverging(cost):
             # Skip the update; a closure-driven optimizer (L-BFGS) needs a value, so it gets the loss.
             return cost if self.closure_kind == "backward" else None
-        self.running["train"].add(loss, logits, y)
+        self.running["train"].add(self._last_cost if cost is loss else loss, logits, y)
         return cost
 
     def _manual_step(self, batch):
@@ -180,7 +200,7 @@ class TechniqueModule(L.LightningModule):
         run = self.running[stage]
         if run.n == 0:
             return {}
-        loss, acc = run.means()
+        loss, acc = (v.to(self.device) for v in run.means())
         if self.trainer.world_size > 1:
             loss, acc = self.all_gather(loss).mean(), self.all_gather(acc).mean()
         # Already gathered: every rank logs the same value, so callbacks (pruning, early stopping) agree.

@@ -28,6 +28,7 @@ class RunResult:
     model: nn.Module | None = None  # the kept weights, for callers that measure them further
     predictions: tuple[torch.Tensor, torch.Tensor] | None = None  # (test probabilities, test labels)
     tags: dict[str, str] = field(default_factory=dict)  # e.g. execution = vectorized
+    stop_reason: str | None = None  # a stack member stopped alone: "diverged" or an epoch hook's reason (pruned)
 
     @classmethod
     def ended(cls, run, seed, metrics, histories, diverged_step, model, predictions, **tags: str) -> RunResult:

@@ -1,97 +1,146 @@
-"""The LightningModule of a stack of K seeds (the stacked executor, stacked.py): stacked parameters, a vmap'd
-forward pass (or batched matrix products for plain Sequential MLPs), the sum of the per-seed mean losses, and
-per-seed epoch sums of loss and accuracy."""
+"""The LightningModule of a stack of K members (stacked.py): K models of one architecture, each with its own run
+(seed, optimizer and schedule hyperparameters, dropout rate), trained at once.
+
+Every member's parameters are one row of a (K, P) tensor, read through per-tensor views; the forward pass is a
+batched matrix product for plain Sequential MLPs (with each member's dropout masks drawn from its own generator,
+seeded as its sequential run's global stream would be, so a member sees its sequential run's masks) and vmap
+otherwise. The loss is the sum of the members' mean losses, so each row receives exactly its own gradient; the
+optimizer (stacked_optim.py) applies each member's own hyperparameters. A member stops alone: diverged (its cost
+non-finite or above ``train.divergence_loss``, checked before the update as the sequential path does), or stopped by
+an epoch hook (a pruned trial); its row is frozen from then on and its history ends with that epoch.
+"""
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from techbench.specs import EffectiveRun
-from techbench.training.module import configure
+from techbench.training.module import LeanHooks
+from techbench.training.stacked_optim import configure_stack
 from techbench.workloads import loss_fn
 
+EpochHook = Callable[["StackedModule", int, dict[str, torch.Tensor]], None]
 
-class StackedModule(L.LightningModule):
-    def __init__(self, models: list[nn.Module], run: EffectiveRun):
+
+class StackedModule(LeanHooks, L.LightningModule):
+    def __init__(self, models: list[nn.Module], runs: list[EffectiveRun], generators: list | None = None):
         super().__init__()
-        self.run = run
-        self.k = len(models)
+        self.runs, self.k = runs, len(models)
         params, buffers = stack_module_state(models)
         self.names = list(params)
-        # ParameterDict keys may not contain dots; the stacked tensors keep the module's own names in self.names.
-        self.stack = nn.ParameterDict({n.replace(".", "/"): nn.Parameter(p) for n, p in params.items()})
+        self.segments, start = [], 0
+        for p in params.values():
+            self.segments.append((start, start + p[0].numel(), tuple(p.shape[1:])))
+            start += p[0].numel()
+        self.flat = nn.Parameter(torch.cat([p.detach().reshape(self.k, -1) for p in params.values()], 1))
         self.stacked_buffers = buffers
         self.base = [copy.deepcopy(models[0]).to("meta")]  # a list: not registered as a submodule
-        self.plan = _sequential_plan(models[0]) if not buffers else None
+        self.plan = _sequential_plan(models) if not buffers else None
+        self.generators = generators
+        self.divergence_loss = float(runs[0].train["divergence_loss"]) if runs else float("inf")
+        self.active = torch.ones(self.k, dtype=torch.bool)
+        self.stop_epoch: list[int | None] = [None] * self.k  # the last epoch a member trained
+        self.diverged_step: list[int | None] = [None] * self.k
+        self.stop_reason: list[str | None] = [None] * self.k
+        self.epoch_hooks: list[EpochHook] = []
         self.history: list[dict[str, torch.Tensor]] = []  # per epoch: metric -> (K,) values
         self._sums: dict[str, torch.Tensor] = {}
         self._epoch_start = 0.0
         self.epoch_times: list[float] = []
 
     def _params(self) -> dict[str, torch.Tensor]:
-        return {n: self.stack[n.replace(".", "/")] for n in self.names}
+        chunks = torch.split(self.flat, [b - a for a, b, _ in self.segments], dim=1)
+        spans = zip(self.names, chunks, self.segments, strict=True)
+        return {n: c.view(self.k, *shape) for n, c, (_, _, shape) in spans}
 
     def _forward(self, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
+        params = self._params()
         if self.plan is not None:
-            return self._forward_sequential(x.expand(self.k, *x.shape) if shared_input else x)
+            return self._forward_sequential(params, x.expand(self.k, *x.shape) if shared_input else x)
 
-        def one(params, buffers, xi):
-            return functional_call(self.base[0], (params, buffers), (xi,))
+        def one(p, buffers, xi):
+            return functional_call(self.base[0], (p, buffers), (xi,))
 
         in_dims = (0, 0, None if shared_input else 0)
-        return vmap(one, in_dims=in_dims, randomness="different")(self._params(), self.stacked_buffers, x)
+        return vmap(one, in_dims=in_dims, randomness="different")(params, self.stacked_buffers, x)
 
-    def _forward_sequential(self, x: torch.Tensor) -> torch.Tensor:
-        """The fast path for plain nn.Sequential stacks (Flatten, Linear, activations, Dropout): batched
-        matrix products on the stacked weights, without vmap's per-call tracing. The same function per seed."""
+    def _forward_sequential(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Plain nn.Sequential stacks (Flatten, Linear, activations, Dropout): batched matrix products on the
+        stacked weights, without vmap's per-call tracing. The same function per member."""
         h = x
         for op, arg in self.plan:
             if op == "flatten":
                 h = h.flatten(2)
             elif op == "linear":
-                w, b = self.stack[arg + "/weight"], self.stack[arg + "/bias"]
-                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                h = torch.baddbmm(params[arg + ".bias"].unsqueeze(1), h, params[arg + ".weight"].transpose(1, 2))
             elif op == "dropout":
-                h = F.dropout(h, arg, self.training)  # elementwise masks: independent across seeds
+                h = self._dropout(h, arg) if self.training else h
             else:
                 h = arg(h)
         return h
 
-    def configure_optimizers(self):
-        configured = configure(self, self, self.run)
-        optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
-        if type(optimizer) in (torch.optim.Adam, torch.optim.AdamW):
-            # One fused kernel over the few large stacked tensors instead of ~10 passes each: the same update.
-            for group in optimizer.param_groups:
-                group.update(fused=True, foreach=False)
-        return configured
+    def _dropout(self, h: torch.Tensor, rates: list[float]) -> torch.Tensor:
+        """Inverted dropout with each member's rate; with generators, each member's mask is drawn as
+        F.dropout would draw it in its sequential run (bernoulli(1 − p) / (1 − p) from the same stream)."""
+        masks = []
+        for i, p in enumerate(rates):
+            if p == 0.0:
+                masks.append(torch.ones_like(h[i]))
+                continue
+            stream = None if self.generators is None else self.generators[i]
+            keep = torch.empty_like(h[i]).bernoulli_(1 - p, generator=stream)
+            masks.append(keep.div_(1 - p) if p < 1 else keep)
+        return h * torch.stack(masks)
 
-    def _add(self, stage: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-seed mean losses (K,) of a batch, accumulated as per-seed sums for the epoch."""
+    def configure_optimizers(self):
+        return configure_stack(self, self.flat, self.segments, self.runs)
+
+    def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         k, b = logits.shape[:2]
-        losses = loss_fn(logits.reshape(k * b, -1), y.reshape(-1), reduction="none").view(k, b)
-        correct = (logits.detach().argmax(-1) == y).sum(1).float()
-        s = self._sums
-        s[f"{stage}/loss"] = s.get(f"{stage}/loss", 0) + losses.detach().sum(1)
-        s[f"{stage}/correct"] = s.get(f"{stage}/correct", 0) + correct
-        s[f"{stage}/n"] = s.get(f"{stage}/n", 0) + b
-        return losses.mean(1)
+        return loss_fn(logits.reshape(k * b, -1), y.reshape(-1), reduction="none").view(k, b).mean(1)
+
+    def _count(self, stage: str, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor) -> None:
+        """Add a batch to the epoch sums of the members still training (a stopped member's sums stop growing)."""
+        b, counted = logits.shape[1], self.active
+        s, w = self._sums, counted.float()
+        s[f"{stage}/loss"] = s.get(f"{stage}/loss", 0) + torch.where(counted, losses.detach() * b, 0.0)
+        s[f"{stage}/correct"] = s.get(f"{stage}/correct", 0) + (logits.detach().argmax(-1) == y).sum(1).float() * w
+        s[f"{stage}/n"] = s.get(f"{stage}/n", 0) + b * w
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        return self._add("train", self._forward(x, shared_input=False), y).sum()
+        logits = self._forward(x, shared_input=False)
+        losses = self._losses(logits, y)
+        value = losses.detach()
+        bad = self.active & ~(torch.isfinite(value) & (value <= self.divergence_loss))
+        for i in bad.nonzero().flatten().tolist():  # skip the update, as a sequential run does, and stop there
+            self.diverged_step[i] = int(self.global_step)
+            self.stop(i, "diverged")
+        self._count("train", logits, y, losses)
+        return torch.where(self.active, losses, 0.0).sum()
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self._add("val", self._forward(x, shared_input=True), y.expand(self.k, -1))
+        logits, y = self._forward(x, shared_input=True), y.expand(self.k, -1)
+        self._count("val", logits, y, self._losses(logits, y))
+
+    def stop(self, member: int, reason: str) -> None:
+        """Freeze ``member`` from now on; its history ends with the current epoch."""
+        if self.stop_epoch[member] is None:
+            self.stop_epoch[member], self.stop_reason[member] = int(self.current_epoch), reason
+            self.active[member] = False
+            if self._trainer is not None and self.trainer.optimizers:
+                self.trainer.optimizers[0].active[member] = False
+        if not bool(self.active.any()):
+            self.trainer.should_stop = True
 
     def on_train_epoch_start(self):
         self._sums = {}
@@ -102,30 +151,40 @@ class StackedModule(L.LightningModule):
         self.epoch_times.append(seconds)
         s = self._sums
         epoch = {m: s[f"{st}/{q}"] / s[f"{st}/n"] for st in ("train", "val") if f"{st}/n" in s for m, q in _pairs(st)}
-        epoch["lr"] = torch.full((self.k,), self.trainer.optimizers[0].param_groups[0]["lr"])
-        epoch["time/epoch_s"] = torch.full((self.k,), seconds / self.k)  # the stack's time, amortized per seed
+        epoch["lr"] = self.trainer.optimizers[0].current_lr.float()
+        epoch["time/epoch_s"] = torch.full((self.k,), seconds / self.k)  # the stack's time, amortized per member
         self.history.append({m: v.detach().cpu() for m, v in epoch.items()})
         self._sums = {}
+        for hook in self.epoch_hooks:
+            hook(self, int(self.current_epoch), self.history[-1])
+
+    def member_history(self, i: int) -> dict[str, list[float]]:
+        """Member ``i``'s per-epoch values up to the epoch it stopped in (a member that diverged has, like its
+        sequential run, no validation values for that epoch: it was no longer counted)."""
+        end = len(self.history) if self.stop_epoch[i] is None else self.stop_epoch[i] + 1
+        return {m: [float(epoch[m][i]) for epoch in self.history[:end]] for m in (self.history or [{}])[0]}
 
     def unstacked(self, models: list[nn.Module]) -> list[nn.Module]:
         """The K trained models, as ordinary modules (copies of ``models`` with the stacked weights)."""
         out = []
+        params = self._params()
         for i, m in enumerate(models):
             m = copy.deepcopy(m)
-            state = {n: p[i].detach().clone() for n, p in self._params().items()}
+            state = {n: p[i].detach().clone() for n, p in params.items()}
             state.update({n: b[i].clone() for n, b in self.stacked_buffers.items()})
             m.load_state_dict(state)
             out.append(m)
         return out
 
 
-def _sequential_plan(model: nn.Module) -> list[tuple[str, Any]] | None:
-    """[(op, argument)] for an nn.Sequential of Flatten / Linear (with bias) / activation / Dropout layers, the
-    MLP and logistic-regression shapes; None for anything else (those go through vmap)."""
-    if not isinstance(model, nn.Sequential):
+def _sequential_plan(models: list[nn.Module]) -> list[tuple[str, Any]] | None:
+    """[(op, argument)] for members that are nn.Sequential of Flatten / Linear (with bias) / activation / Dropout
+    layers (the MLP and logistic-regression shapes), a dropout's argument its rate in each member; None for
+    anything else (those go through vmap)."""
+    if not all(isinstance(m, nn.Sequential) for m in models):
         return None
     plan: list[tuple[str, Any]] = []
-    for name, layer in model.named_children():
+    for name, layer in models[0].named_children():
         if isinstance(layer, nn.Flatten) and layer.start_dim == 1 and layer.end_dim == -1:
             plan.append(("flatten", None))
         elif type(layer) is nn.Linear and layer.bias is not None:
@@ -133,7 +192,7 @@ def _sequential_plan(model: nn.Module) -> list[tuple[str, Any]] | None:
         elif type(layer) in (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU):
             plan.append(("activation", layer))
         elif type(layer) is nn.Dropout:
-            plan.append(("dropout", layer.p))
+            plan.append(("dropout", [float(getattr(m, name).p) for m in models]))
         else:
             return None
     return plan

@@ -18,6 +18,7 @@ import time
 
 import lightning as L
 import torch
+from torch import nn
 
 from techbench.specs import EffectiveRun, RunConfig
 from techbench.techniques import FAMILIES
@@ -32,12 +33,12 @@ from techbench.workloads.data import epoch_order
 from techbench.workloads.models import MODELS
 
 
-def unstackable(run: EffectiveRun, data: DataSplits | None = None) -> str | None:
+def unstackable(run: EffectiveRun, data: DataSplits | None = None, model: nn.Module | None = None) -> str | None:
     """None if the run's seeds can be trained as one stack, else the reasons they cannot: each family's own
     answer, and — whatever a family answers — any callbacks or objective terms it would add, which the stack
-    does not apply (with ``data``, a model is built, off the run's random stream, to ask for them)."""
-    config, model = run.as_dict(), None
-    if data is not None:
+    does not apply (asked of ``model``, or with ``data`` of a model built off the run's random stream)."""
+    config = run.as_dict()
+    if model is None and data is not None:
         with torch.random.fork_rng(devices=[]):
             model = build_run_model(run, data)
     reasons = [_refusal(f, run[f.name], config, model, run.n_train) for f in FAMILIES]
@@ -105,40 +106,87 @@ class StackedData(L.LightningDataModule):
 def train_stacked(cfg: RunConfig, seeds: list[int], data: DataSplits | None = None) -> list[RunResult]:
     """Train ``seeds`` of ``cfg`` as one stack; one result per seed, as the single executor would give it.
     ``data``: one dataset for every seed (a procedure's), instead of each seed's own draw."""
-    models, datas = [], []
-    for seed in seeds:  # each seed's data and initialization exactly as the single executor draws them
+    return train_members([(cfg, seed) for seed in seeds], data)
+
+
+def _draw(members: list[tuple[RunConfig, int]], data: DataSplits | None):
+    """Each member's data, effective run, model and dropout stream, drawn exactly as the single executor draws
+    them: seed, data, model; the global stream after that is what its dropout masks would be drawn from."""
+    datas, runs, models, streams, cache = [], [], [], [], {}
+    for cfg, seed in members:
         L.seed_everything(seed, workers=True, verbose=False)
-        datas.append(data if data is not None else load_dataset(cfg.data, seed))
-        run = resolve(cfg, datas[-1])
-        models.append(build_run_model(run, datas[-1]))
-    module = StackedModule(models, run)
-    trainer = make_trainer(run.hardware, run.train)
+        key = (repr(sorted(cfg.data.items())), seed)
+        if data is None and key not in cache:
+            cache[key] = load_dataset(cfg.data, seed)
+        datas.append(data if data is not None else cache[key])
+        runs.append(resolve(cfg, datas[-1]))
+        models.append(build_run_model(runs[-1], datas[-1]))
+        streams.append(torch.Generator().set_state(torch.get_rng_state()))
+    return datas, runs, models, streams
+
+
+def members_unstackable(runs: list[EffectiveRun], models: list[nn.Module]) -> str | None:
+    """None if the members can share one stack: each run stackable, and the runs equal but for their seed and their
+    optimizer, schedule and dropout hyperparameters (one architecture; a dropout rate varies per member only in
+    the batched-matrix path)."""
+    why = unstackable(runs[0], model=models[0])
+    if why is not None:
+        return why
+    shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
+    if any(s != shapes[0] for s in shapes):
+        return "not stackable: the members' models differ in architecture"
+    varying = ("optimizer", "schedule") + (("dropout",) if all(isinstance(m, nn.Sequential) for m in models) else ())
+    shared = [_shared_part(run, varying) for run in runs]
+    if any(s != shared[0] for s in shared):
+        return "not stackable: the members differ in more than optimizer, schedule or dropout hyperparameters"
+    return next((w for w in (unstackable(r, model=m) for r, m in zip(runs[1:], models[1:], strict=True)) if w), None)
+
+
+def _shared_part(run: EffectiveRun, varying: tuple[str, ...]) -> dict:
+    config = run.as_dict()
+    for key in ("variant", "sweep", *varying):
+        config[key] = config[key]["name"] if key in varying else None
+    return config
+
+
+def train_members(
+    members: list[tuple[RunConfig, int]], data: DataSplits | None = None, epoch_hooks: list | None = None
+) -> list[RunResult]:
+    """Train the (config, seed) ``members`` as one stack (``members_unstackable`` says whether they can); one result
+    per member, as the single executor would give it. ``epoch_hooks`` see every member's epoch values and may stop
+    members (a pruned trial)."""
+    datas, runs, models, streams = _draw(members, data)
+    module = StackedModule(models, runs, streams)
+    module.epoch_hooks.extend(epoch_hooks or [])
+    trainer = make_trainer(runs[0].hardware, runs[0].train)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=StackedData(datas, run.train["batch_size"], seeds))
+    trainer.fit(module, datamodule=StackedData(datas, runs[0].train["batch_size"], [s for _, s in members]))
     fit_s = time.perf_counter() - start
-    k, epochs = len(seeds), len(module.epoch_times)
-    shared = {  # per seed, with the stack's time amortized over its K seeds
-        "time/fit_s": fit_s / k,
-        "epochs_run": float(epochs),
-        **throughput(run, trainer.global_step, epochs, fit_s, stack=k),
-        "memory/step_mb": step_memory_mb(models[0], run, datas[0]),
-        "vectorized_k": float(k),
-    }
+    k, memory = len(members), step_memory_mb(models[0], runs[0], datas[0])
     results = []
-    for i, (seed, model) in enumerate(zip(seeds, module.unstacked(models), strict=True)):
-        history = {m: [float(epoch[m][i]) for epoch in module.history] for m in (module.history or [{}])[0]}
-        results.append(_finish(run, seed, model, datas[i], history, shared))
+    for i, model in enumerate(module.unstacked(models)):
+        history = module.member_history(i)
+        epochs = len(history.get("lr", []))
+        updates = module.diverged_step[i] if module.diverged_step[i] is not None else epochs * runs[i].steps_per_epoch
+        shared = {  # per member, with the stack's time amortized over its K members
+            "time/fit_s": fit_s / k,
+            "epochs_run": float(epochs),
+            **throughput(runs[i], min(updates, trainer.global_step), epochs, fit_s, stack=k),
+            "memory/step_mb": memory,
+            "vectorized_k": float(k),
+        }
+        metrics, probs = measure(runs[i], model, datas[i])
+        metrics.update(shared)
+        result = RunResult.ended(
+            runs[i],
+            members[i][1],
+            metrics,
+            history,
+            module.diverged_step[i],
+            model,
+            (probs, datas[i].y_test),
+            execution="vectorized",
+        )
+        result.stop_reason = module.stop_reason[i]
+        results.append(result)
     return results
-
-
-def _finish(run, seed, model, data, history, shared) -> RunResult:
-    metrics, probs = measure(run, model, data)
-    metrics.update(shared)
-    bad_epoch = next((e for e in range(len(history.get("train/loss", []))) if not _finite_epoch(history, e)), None)
-    # A seed that blew up kept training inside the stack; it is recorded as diverged from that epoch's updates.
-    diverged = None if bad_epoch is None else int(bad_epoch * shared["steps_per_epoch"])
-    return RunResult.ended(run, seed, metrics, history, diverged, model, (probs, data.y_test), execution="vectorized")
-
-
-def _finite_epoch(history: dict[str, list[float]], epoch: int) -> bool:
-    return all(torch.isfinite(torch.tensor(v[epoch])) for v in history.values() if epoch < len(v))

@@ -3,11 +3,20 @@ GPU or multi-node run needs no code change."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
+
+# Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 on import (to keep CUDA uninitialized before a fork). On a
+# machine with no CUDA device, torch then asks NVML (dlopen + init) at every torch.cuda.is_available() call,
+# which Adam's step makes once per update: ~100 µs a step, a sixth of a small model's step. Where there is no
+# device there is no CUDA to keep uninitialized, so the plain check is restored; GPU machines keep Lightning's.
+if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and torch.cuda.device_count() == 0:
+    del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
 def make_trainer(
