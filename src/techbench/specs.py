@@ -198,6 +198,9 @@ class TuningSpec:
     sampler_seed: int
     seed: int  # the training seed every trial uses
     eval_seeds: int  # the tuned config is re-run over this many seeds (0 = the study's seeds)
+    stack: int = 1  # trials trained together as one stack
+    trial_seeds: int = 1  # seeds per trial; the trial's score is their mean
+    sampler: str = "tpe"  # tpe (constant liar), random, qmc
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Optuna tuning of one technique's hyperparameters over its declared search space.
 
 Storage defaults to sqlite:///optuna.db (OPTUNA_STORAGE or --storage override it; a PostgreSQL URL lets
-several `techbench tune` workers on several machines share one study). Each trial ends as one RunRecord
-(kind trial), an MLflow child run of one parent run per tuning study; trials are pruned by Optuna's Lightning
-callback, and a pruned trial's partial run is recorded too (outcome pruned).
+several `techbench tune` workers on several machines share one study). Optuna is asked for ``tuning.<study>.stack``
+trials at a time (ask-and-tell); trials.py trains them as one stack of trials × seeds where the members can share
+one, else one at a time. Each (trial, seed) ends as one RunRecord (kind trial), an MLflow child run of one parent
+run per tuning study; a pruned trial's partial runs are recorded too (outcome pruned).
 """
 
 from __future__ import annotations
@@ -14,21 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna_integration import PyTorchLightningPruningCallback
 
 from techbench.analysis.rows import row_from_record
 from techbench.results import write_tuning
-from techbench.specs import Params, RunConfig
+from techbench.specs import Params, RunConfig, TuningSpec
 from techbench.study import pending_runs
 from techbench.techniques import FAMILIES
 from techbench.tracking import Tracker, absolute_sqlite
 from techbench.training.executors import execute
-from techbench.training.procedure import train_procedure
-from techbench.training.single import train_single
+from techbench.trials import train_trials
 
 log = logging.getLogger("techbench")
 DEFAULT_STORAGE = "sqlite:///optuna.db"
-OBJECTIVE = "val/acc"
 
 
 def storage_url(storage: str | None = None) -> str:
@@ -48,43 +46,18 @@ def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, 
     return hp
 
 
-class Pruning(PyTorchLightningPruningCallback):
-    """Optuna's Lightning pruning callback, made to stop the fit instead of raising out of it (as it already
-    does under DDP), so a pruned trial's partial run is still recorded; ``raise_if_pruned`` after fit."""
-
-    pruned_epoch: int | None = None
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        try:
-            super().on_validation_end(trainer, pl_module)
-        except optuna.TrialPruned:
-            self.pruned_epoch = pl_module.current_epoch
-            trainer.should_stop = True
-
-    @property
-    def pruned(self) -> bool:
-        return self.pruned_epoch is not None
-
-    def raise_if_pruned(self) -> None:
-        if self.pruned:
-            raise optuna.TrialPruned(f"Trial was pruned at epoch {self.pruned_epoch}.")
-        self.check_pruned()  # the DDP path's record of a pruned trial
-
-
-def _train_trial(cfg: RunConfig, trial: optuna.Trial, seed: int, execution: str):
-    """One trial through the executors' own entry points: a procedure family's procedure (no pruning: its
-    solutions are separate fits), else one single run pruned on the validation curve."""
-    if FAMILIES[cfg.family].procedure:
-        return train_procedure(cfg, seed, execution), None
-    pruning = Pruning(trial, monitor=OBJECTIVE)
-    result = train_single(cfg, seed, callbacks=[pruning])
-    if pruning.pruned:
-        result.outcome = "pruned"
-    return result, pruning
-
-
 def study_name(cfg: RunConfig) -> str:
     return f"{cfg.study}/{cfg.technique}/{cfg.config_hash()}"
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Samplers that can propose several trials at once: TPE with the constant liar (a running trial counts as a
+    bad result, so concurrent proposals spread out), random search, scrambled Sobol (QMC)."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def tune(
@@ -95,9 +68,12 @@ def tune(
     storage: str | None = None,
     tracker: Tracker | None = None,
     execution: str = "sequential",
+    budget: TuningSpec | None = None,
 ) -> optuna.Study:
-    """Run until the Optuna study holds ``trials`` finished (complete or pruned) trials."""
+    """Run until the Optuna study holds ``trials`` finished (complete or pruned) trials, asking for
+    ``budget.stack`` trials at a time and training each over ``budget.trial_seeds`` seeds (seed, seed+1, ...)."""
     tracker = tracker or Tracker()
+    stack, trial_seeds, sampler = (budget.stack, budget.trial_seeds, budget.sampler) if budget else (1, 1, "tpe")
     space = FAMILIES[cfg.family].registry.get(cfg.technique).search_space
     if not space:
         raise ValueError(f"{cfg.technique} declares no search space")
@@ -106,7 +82,7 @@ def tune(
         study_name=name,
         storage=storage_url(storage),
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+        sampler=make_sampler(sampler, sampler_seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
         load_if_exists=True,
     )
@@ -115,27 +91,41 @@ def tune(
         f"tune/{cfg.technique}",
         {"study": cfg.study, "technique": cfg.technique, "kind": "tuning", "optuna_study": name},
     )
-
-    def objective(trial: optuna.Trial) -> float:
-        trial_cfg = cfg.with_technique_params(suggest(trial, space), variant=f"trial{trial.number}")
-        result, pruning = _train_trial(trial_cfg, trial, seed, execution)
-        record = result.record("trial", parent, optuna_trial=str(trial.number), optuna_study=name)
-        record.name += f"/trial{trial.number}"
-        trial.set_user_attr("mlflow_run_id", tracker.write(record))
-        if pruning is not None:
-            pruning.raise_if_pruned()
-        if result.outcome == "diverged":
-            return 0.0  # a diverged configuration is the worst possible score, not a failed trial
-        # A procedure's run has no per-epoch curve: its kept solution's validation accuracy is the score.
-        curve = record.histories.get(OBJECTIVE)
-        return curve[-1] if curve else record.metrics["final/val_acc"]
-
-    done = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
-    if done < trials:
-        study.optimize(objective, n_trials=trials - done)
+    seeds = [seed + i for i in range(trial_seeds)]
+    while (done := _finished(study)) < trials:
+        asked = [study.ask() for _ in range(min(stack, trials - done))]
+        cfgs = [cfg.with_technique_params(suggest(t, space), variant=f"trial{t.number}") for t in asked]
+        try:
+            outcomes = train_trials(cfgs, asked, seeds, execution)
+        except BaseException:
+            for trial in asked:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        for outcome in outcomes:
+            _tell(study, outcome, tracker, parent, name, len(asked))
     best = {f"best.{k}": str(v) for k, v in study.best_params.items()}
     tracker.finish_parent(parent, {"best/val_acc": study.best_value}, best)
     return study
+
+
+def _finished(study: optuna.Study) -> int:
+    return sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
+
+
+def _tell(study, outcome, tracker: Tracker, parent: str, name: str, stacked: int) -> None:
+    """Each of the trial's runs is its own MLflow child run; then Optuna hears its score or that it was pruned."""
+    trial, ids = outcome.trial, []
+    for result in outcome.results:
+        record = result.record("trial", parent, optuna_trial=str(trial.number), optuna_study=name)
+        record.tags["trials_stacked"] = str(stacked if result.tags.get("execution") == "vectorized" else 1)
+        record.name += f"/trial{trial.number}"
+        ids.append(tracker.write(record))
+    trial.set_user_attr("mlflow_run_id", ids[0])
+    trial.set_user_attr("mlflow_run_ids", ids)
+    if outcome.pruned:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, outcome.score)
 
 
 def tune_study(
@@ -161,7 +151,7 @@ def tune_study(
     summary: dict[str, Any] = {}
     for technique in techniques:
         base = spec.run(technique)
-        result = tune(base, n_trials, seed, sampler_seed, storage, tracker, spec.execution)
+        result = tune(base, n_trials, seed, sampler_seed, storage, tracker, spec.execution, budget)
         tuned = base.with_technique_params(result.best_params, variant="tuned")
         todo = [s for _, s in pending_runs(tracker, [(tuned, s) for s in range(eval_seeds)], force)]
         for run in execute(tuned, todo, spec.execution) if todo else []:

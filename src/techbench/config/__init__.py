@@ -46,7 +46,11 @@ TUNING_DEFAULTS: dict[str, Any] = {
     "sampler_seed": 0,
     "seed": 1000,
     "eval_seeds": 0,
+    "stack": 1,  # trials trained together as one stack (1: one trial at a time)
+    "trial_seeds": 1,  # seeds each trial trains (seed, seed+1, ...); its score is their mean validation accuracy
+    "sampler": "tpe",
 }
+SAMPLERS = ["tpe", "random", "qmc"]
 TOP_LEVEL = ["paths", "hardware", "studies", "tuning"]
 
 
@@ -72,8 +76,11 @@ def _tuning(name: str, block: Any, studies: dict[str, StudySpec]) -> TuningSpec:
                 f"{tech!r} is not a technique of study {name}",
                 studies[name].techniques,
             )
-    if t["trials"] < 1:
-        raise ConfigError(f"{key}.trials", f"{t['trials']!r} is out of range: must be >= 1")
+    for field in ("trials", "stack", "trial_seeds"):
+        if not isinstance(t[field], int) or t[field] < 1:
+            raise ConfigError(f"{key}.{field}", f"{t[field]!r} is out of range: must be an integer >= 1")
+    if t["sampler"] not in SAMPLERS:
+        raise ConfigError(f"{key}.sampler", f"unknown sampler {t['sampler']!r}", SAMPLERS)
     for i, tech in enumerate(t["techniques"]):
         check_tunable(f"{key}.techniques[{i}]", studies[name], tech)
     return TuningSpec(study=name, **t)

@@ -125,6 +125,13 @@ def _draw(members: list[tuple[RunConfig, int]], data: DataSplits | None):
     return datas, runs, models, streams
 
 
+def refusal(members: list[tuple[RunConfig, int]], data: DataSplits | None = None) -> str | None:
+    """Why the (config, seed) ``members`` cannot share one stack, or None; drawn off the global random stream."""
+    with torch.random.fork_rng(devices=[]):
+        _, runs, models, _ = _draw(members, data)
+    return members_unstackable(runs, models)
+
+
 def members_unstackable(runs: list[EffectiveRun], models: list[nn.Module]) -> str | None:
     """None if the members can share one stack: each run stackable, and the runs equal but for their seed and their
     optimizer, schedule and dropout hyperparameters (one architecture; a dropout rate varies per member only in
