@@ -43,9 +43,12 @@ def _model(seed: int) -> nn.Module:
     return nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["own-hyperparameters", "shared-hyperparameters"])
 @pytest.mark.parametrize("name", STACKED)
-def test_each_member_follows_its_own_optimizer(name):
-    specs = _member_specs(name)
+def test_each_member_follows_its_own_optimizer(name, shared):
+    """Spread over the search space (per-member columns), or all at the defaults (the seeds of one run: shared
+    hyperparameters are plain floats)."""
+    specs = [{"name": name}] * K if shared else _member_specs(name)
     alone = [_model(i) for i in range(K)]
     stacked = [_model(i) for i in range(K)]
     entry = OPTIMIZERS.get(name)

@@ -14,6 +14,7 @@ centralization). An optimizer entry names its rule with ``stacked=``; an entry w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -22,9 +23,28 @@ Rule = Callable[..., None]
 Segments = list[tuple[int, int, tuple[int, ...]]]
 
 
-def _c(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A float64 coefficient column in the dtype of the tensor it scales."""
-    return x.to(like.dtype)
+def _c(x, like: torch.Tensor):
+    """A float64 coefficient column in the dtype of the tensor it scales (a Python float, shared by every member,
+    stays one: the in-place scalar ops below then compute exactly as the optimizer does)."""
+    return x if isinstance(x, float) else x.to(like.dtype)
+
+
+def _sqrt(x):
+    return math.sqrt(x) if isinstance(x, float) else x.sqrt()
+
+
+def _state(state: dict, key: str, like: torch.Tensor) -> torch.Tensor:
+    if key not in state:
+        state[key] = torch.zeros_like(like)
+    return state[key]
+
+
+def _add_square(v: torch.Tensor, g: torch.Tensor, weight) -> None:
+    """v += weight · g², weight a float or a column."""
+    if isinstance(weight, float):
+        v.addcmul_(g, g, value=weight)
+    else:
+        v.addcmul_(g, g * _c(weight, g))
 
 
 def sgd(p, g, state, hp, t, segments) -> None:
@@ -50,31 +70,32 @@ def nesterov(p, g, state, hp, t, segments) -> None:
 
 
 def adagrad(p, g, state, hp, t, segments) -> None:
-    total = state.setdefault("sum", torch.zeros_like(p))
+    total = _state(state, "sum", p)
     total.addcmul_(g, g)
     p.add_(g / total.sqrt().add_(_c(hp["eps"], p)) * _c(-hp["lr"], p))
 
 
 def rmsprop(p, g, state, hp, t, segments) -> None:
-    avg = state.setdefault("square_avg", torch.zeros_like(p))
-    avg.mul_(_c(hp["beta"], p)).add_(g * g * _c(1 - hp["beta"], p))
+    avg = _state(state, "square_avg", p)
+    avg.mul_(_c(hp["beta"], p))
+    _add_square(avg, g, 1 - hp["beta"])
     p.add_(g / avg.sqrt().add_(_c(hp["eps"], p)) * _c(-hp["lr"], p))
 
 
 def _moments(g, state, hp):
     """Adam's first and second moments: m ← lerp(m, g, 1 − β1), v ← β2 v + (1 − β2) g²."""
-    m = state.setdefault("exp_avg", torch.zeros_like(g))
-    v = state.setdefault("exp_avg_sq", torch.zeros_like(g))
+    m, v = _state(state, "exp_avg", g), _state(state, "exp_avg_sq", g)
     m.lerp_(g, _c(1 - hp["beta1"], g))
-    v.mul_(_c(hp["beta2"], g)).add_(g * g * _c(1 - hp["beta2"], g))
+    v.mul_(_c(hp["beta2"], g))
+    _add_square(v, g, 1 - hp["beta2"])
     return m, v
 
 
 def adam(p, g, state, hp, t, segments) -> None:
     m, v = _moments(g, state, hp)
     correction1, correction2 = 1 - hp["beta1"] ** t, 1 - hp["beta2"] ** t
-    denom = (v.sqrt() / _c(correction2.sqrt(), p)).add_(_c(hp["eps"], p))
-    p.add_(m / denom * _c(-hp["lr"] / correction1, p))
+    denom = v.sqrt().div_(_c(_sqrt(correction2), p)).add_(_c(hp["eps"], p))
+    p.add_(torch.div(m, denom).mul_(_c(-hp["lr"] / correction1, p)))
 
 
 def adamw(p, g, state, hp, t, segments) -> None:
@@ -90,10 +111,15 @@ def radam(p, g, state, hp, t, segments) -> None:
     rho_inf = 2 / (1 - beta2) - 1
     rho_t = rho_inf - 2 * t * beta2**t / correction2
     # The rectified adaptive step where the variance of v̂ is tractable (ρ_t > 5), the plain m̂ step before.
-    rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)).clamp(min=0).sqrt()
+    ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+    rect = math.sqrt(max(ratio, 0.0)) if isinstance(ratio, float) else ratio.clamp(min=0).sqrt()
     lr = _c(hp["lr"], p)
-    adaptive = corrected * lr * (_c(correction2.sqrt(), p) / v.sqrt().add_(_c(hp["eps"], p))) * _c(rect, p)
-    p.sub_(torch.where(rho_t > 5.0, adaptive, corrected * lr))
+    plain = corrected * lr
+    if isinstance(rho_t, float) and rho_t <= 5.0:
+        p.sub_(plain)
+        return
+    adaptive = plain * (_c(_sqrt(correction2), p) / v.sqrt().add_(_c(hp["eps"], p))) * _c(rect, p)
+    p.sub_(adaptive if isinstance(rho_t, float) else torch.where(rho_t > 5.0, adaptive, plain))
 
 
 def _per_tensor_norms(x: torch.Tensor, segments: Segments) -> torch.Tensor:
@@ -112,7 +138,7 @@ def lamb(p, g, state, hp, t, segments) -> None:
     η·(‖θ‖/‖u‖)·u, the trust ratio per member and tensor."""
     m, v = _moments(g, state, hp)
     correction1, correction2 = 1 - hp["beta1"] ** t, 1 - hp["beta2"] ** t
-    denom = (v.sqrt() / _c(correction2.sqrt(), p)).add_(_c(hp["eps"], p))
+    denom = v.sqrt().div_(_c(_sqrt(correction2), p)).add_(_c(hp["eps"], p))
     update = (m / _c(correction1, p)).div_(denom).add_(p * _c(hp["weight_decay"], p))
     w_norm, u_norm = _per_tensor_norms(p, segments), _per_tensor_norms(update, segments)
     update.mul_(_ratio_or_one(w_norm / u_norm, w_norm, u_norm))
@@ -144,7 +170,13 @@ def lookahead(p, g, state, hp, t, segments) -> None:
     if slow is None:
         slow = state["slow"] = p.clone()
     adam(p, g, state, hp, t, segments)
-    sync = torch.remainder(torch.full_like(hp["k"], t), hp["k"]) == 0  # (K, 1)
+    k = hp["k"]
+    if isinstance(k, float):
+        if t % k == 0:
+            slow.add_((p - slow) * _c(hp["alpha"], p))
+            p.copy_(slow)
+        return
+    sync = torch.remainder(torch.full_like(k, t), k) == 0  # (K, 1)
     if bool(sync.any()):
         synced = slow + (p - slow) * _c(hp["alpha"], p)
         slow.copy_(torch.where(sync, synced, slow))

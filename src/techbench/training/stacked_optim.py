@@ -37,7 +37,7 @@ class StackedOptimizer(torch.optim.Optimizer):
         p = self.param_groups[0]["params"][0]
         if p.grad is None:
             return loss
-        hp = {**self.hp, "lr": self.current_lr.unsqueeze(1)}
+        hp = {**self.hp, "lr": self.current_lr.unsqueeze(1)}  # a column: the schedule moves every member's LR
         self.t += 1
         frozen = (~self.active).nonzero().flatten()
         kept = p[frozen].clone() if len(frozen) else None
@@ -59,7 +59,8 @@ def member_hyperparameters(runs: list[EffectiveRun]) -> tuple[Any, dict[str, tor
         raise ValueError(f"optimizer {entry.name} has no stacked update rule")
     hps = [hyperparameters(entry, run["optimizer"]) for run in runs]
     columns = {key: torch.tensor([[float(h[key])] for h in hps], dtype=torch.float64) for key in hps[0]}
-    return entry.info.stacked, columns
+    # A hyperparameter every member shares is a Python float, as in the optimizer itself (exact, in-place ops).
+    return entry.info.stacked, {k: float(c[0, 0]) if bool((c == c[0, 0]).all()) else c for k, c in columns.items()}
 
 
 def lr_table(runs: list[EffectiveRun], base_lrs: list[float], total_steps: int, steps_per_epoch: int) -> torch.Tensor:
@@ -80,5 +81,6 @@ def configure_stack(module: L.LightningModule, flat, segments, runs: list[Effect
     epochs = max(int(module.trainer.max_epochs or 1), 1)
     steps = max(int(module.trainer.estimated_stepping_batches), 1)
     per_epoch = max(steps // epochs, 1)
-    table = lr_table(runs, [float(v) for v in hp["lr"].flatten()], epochs * per_epoch, per_epoch)
+    base = [float(hp["lr"])] * len(runs) if isinstance(hp["lr"], float) else [float(v) for v in hp["lr"].flatten()]
+    table = lr_table(runs, base, epochs * per_epoch, per_epoch)
     return StackedOptimizer(flat, segments, rule, hp, table)
