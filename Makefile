@@ -41,3 +41,4 @@ clean:
 bench: $(STAMP)
 	python benchmarks/step_overhead.py
 	python benchmarks/seeds_parallel.py
+	python benchmarks/stacked_trials.py

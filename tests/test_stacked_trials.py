@@ -126,3 +126,13 @@ def test_trials_that_cannot_stack_run_one_at_a_time_and_say_why(tmp_path, caplog
 def test_bad_tuning_values_name_their_key(field, value, match):
     with pytest.raises(ConfigError, match=match):
         _params(**{field: value})
+
+
+def test_the_report_shows_grouped_benchmark_measurements(tmp_path):
+    import json
+
+    from techbench.report.render import benchmarks_section
+
+    (tmp_path / "stacked_trials.json").write_text(json.dumps({"machine": "cpu", "mlp": {"one_trial_s": 1.23456}}))
+    section = benchmarks_section(tmp_path)
+    assert section.tables[0].rows == [["machine", "cpu"], ["mlp.one_trial_s", "1.235"]]

@@ -12,14 +12,16 @@ from techbench.tracking import Tracker
 SEEDS = [0, 1, 2]
 
 
-def _study(optimizer: dict, execution: str = "vectorized", data: dict | None = None, **extra):
+def _study(
+    optimizer: dict, execution: str = "vectorized", data: dict | None = None, model: dict | None = None, **extra
+):
     block = {
         "family": "optimizer",
         "techniques": [optimizer["name"]],
         "technique_params": {optimizer["name"]: {k: v for k, v in optimizer.items() if k != "name"}},
         "seeds": len(SEEDS),
         "data": data or {"name": "debug"},
-        "model": {"name": "mlp", "hidden": [16]},
+        "model": model or {"name": "mlp", "hidden": [16]},
         "train": {"epochs": 3, "batch_size": 32},
         "execution": execution,
         **extra,
@@ -30,16 +32,24 @@ def _study(optimizer: dict, execution: str = "vectorized", data: dict | None = N
 RESAMPLED = {"name": "debug", "train_size": 100, "label_noise": 0.2, "resample": True}
 
 
+CNN = {"name": "cnn1d", "channels": 4}
+
+
 @pytest.mark.parametrize(
-    "optimizer,data",
-    [({"name": "adam", "lr": 0.01}, None), ({"name": "momentum", "lr": 0.05}, None), ({"name": "adam"}, RESAMPLED)],
-    ids=["adam", "momentum", "adam-per-seed-training-sets"],
+    "optimizer,data,model",
+    [
+        ({"name": "adam", "lr": 0.01}, None, None),
+        ({"name": "momentum", "lr": 0.05}, None, None),
+        ({"name": "adam"}, RESAMPLED, None),
+        ({"name": "adam", "lr": 0.01}, None, CNN),
+    ],
+    ids=["adam", "momentum", "adam-per-seed-training-sets", "cnn-grouped-convolutions"],
 )
-def test_vectorized_seeds_equal_sequential_runs(optimizer, data):
+def test_vectorized_seeds_equal_sequential_runs(optimizer, data, model):
     from techbench.training.single import train_single
     from techbench.training.stacked import train_stacked
 
-    cfg = _study(optimizer, data=data).study("s").runs[0]
+    cfg = _study(optimizer, data=data, model=model).study("s").runs[0]
     stacked = train_stacked(cfg, SEEDS)
     for result in stacked:
         alone = train_single(cfg, result.seed)

@@ -66,22 +66,28 @@ class Pruning(PyTorchLightningPruningCallback):
         return self.pruned_epoch is not None
 
 
+def stack_refusal(cfg: RunConfig, seeds: list[int]) -> str | None:
+    """Why trials of ``cfg`` cannot share a stack (asked before any trial, so that such a technique is tuned one
+    trial at a time and keeps Optuna's pruning), or None."""
+    if FAMILIES[cfg.family].procedure:
+        return f"not stackable: {cfg.family} is a procedure (its solutions are separate fits)"
+    return refusal([(cfg, seed) for seed in seeds] * 2)
+
+
 def train_trials(
-    cfgs: list[RunConfig], trials: list[optuna.Trial], seeds: list[int], execution: str
+    cfgs: list[RunConfig], trials: list[optuna.Trial], seeds: list[int], execution: str, refused: str | None = None
 ) -> list[TrialOutcome]:
-    """Train each trial's config over ``seeds``; one outcome per trial, in order."""
-    refused = {}
-    if len(cfgs) * len(seeds) > 1 and not FAMILIES[cfgs[0].family].procedure:
-        members = [(cfg, seed) for cfg in cfgs for seed in seeds]
-        why = refusal(members)
-        if why is None:
+    """Train each trial's config over ``seeds``; one outcome per trial, in order. ``refused``: why the technique
+    does not stack (its runs are tagged with it)."""
+    if refused is None and len(cfgs) * len(seeds) > 1 and not FAMILIES[cfgs[0].family].procedure:
+        refused = refusal([(cfg, seed) for cfg in cfgs for seed in seeds])
+        if refused is None:
             return _stacked(cfgs, trials, seeds)
-        log.info("%s: trials one at a time (%s)", cfgs[0].technique, why)
-        refused = {"stack_refused": why}
+        log.info("%s: trials one at a time (%s)", cfgs[0].technique, refused)
     outcomes = [_alone(cfg, trial, seeds, execution) for cfg, trial in zip(cfgs, trials, strict=True)]
-    for outcome in outcomes:
+    for outcome in outcomes if refused else []:
         for result in outcome.results:
-            result.tags.update(refused)
+            result.tags["stack_refused"] = refused
     return outcomes
 
 

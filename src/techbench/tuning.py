@@ -23,7 +23,7 @@ from techbench.study import pending_runs
 from techbench.techniques import FAMILIES
 from techbench.tracking import Tracker, absolute_sqlite
 from techbench.training.executors import execute
-from techbench.trials import train_trials
+from techbench.trials import stack_refusal, train_trials
 
 log = logging.getLogger("techbench")
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -92,11 +92,15 @@ def tune(
         {"study": cfg.study, "technique": cfg.technique, "kind": "tuning", "optuna_study": name},
     )
     seeds = [seed + i for i in range(trial_seeds)]
+    refused = stack_refusal(cfg, seeds) if stack > 1 else None
+    if refused:
+        log.info("%s: trials one at a time (%s)", cfg.technique, refused)
+        stack = 1
     while (done := _finished(study)) < trials:
         asked = [study.ask() for _ in range(min(stack, trials - done))]
         cfgs = [cfg.with_technique_params(suggest(t, space), variant=f"trial{t.number}") for t in asked]
         try:
-            outcomes = train_trials(cfgs, asked, seeds, execution)
+            outcomes = train_trials(cfgs, asked, seeds, execution, refused)
         except BaseException:
             for trial in asked:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -21,10 +21,16 @@ def benchmarks_section(folder: Path) -> Section | None:
     sec = Section("Benchmarks (`make bench`)")
     for f in files:
         data = json.loads(f.read_text())
-        rows = [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in data.items()]
+        flat = {f"{k}.{j}" if isinstance(v, dict) else k: w for k, v in data.items() for j, w in _items(v)}
+        rows = [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in flat.items()]
         sec.paragraphs.append(f"`{f.name}`")
         sec.tables.append(Table(["measure", "value"], rows))
     return sec
+
+
+def _items(value):
+    """A measurement group (a dict) as its items; a single measurement as one item."""
+    return value.items() if isinstance(value, dict) else [(None, value)]
 
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>techbench report</title><style>

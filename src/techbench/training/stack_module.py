@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -73,10 +74,22 @@ class StackedModule(LeanHooks, L.LightningModule):
         return vmap(one, in_dims=in_dims, randomness="different")(params, self.stacked_buffers, x)
 
     def _forward_sequential(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Plain nn.Sequential stacks (Flatten, Linear, activations, Dropout): batched matrix products on the
-        stacked weights, without vmap's per-call tracing. The same function per member."""
-        h = x
+        """Layers in a row (Flatten, Linear, Conv1d, activations, Dropout): batched matrix products on the stacked
+        weights, and the K members' convolutions as one grouped convolution over (B, K·C, L), without vmap's
+        per-call tracing. The same function per member."""
+        h, grouped = x, False  # grouped: h is (B, K·C, L), the K members' channels side by side
         for op, arg in self.plan:
+            if op == "conv1d":
+                name, stride, padding = arg
+                if not grouped:
+                    h, grouped = h.transpose(0, 1).reshape(h.shape[1], -1, h.shape[-1]), True
+                w, b = params[name + ".weight"], params[name + ".bias"]
+                h = F.conv1d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride, padding, groups=self.k)
+                continue
+            if grouped and op in ("flatten", "linear"):  # back to (K, B, features) for the head
+                h, grouped = h.view(h.shape[0], self.k, -1).transpose(0, 1), False
+                if op == "flatten":
+                    continue
             if op == "flatten":
                 h = h.flatten(2)
             elif op == "linear":
@@ -178,21 +191,33 @@ class StackedModule(LeanHooks, L.LightningModule):
 
 
 def _sequential_plan(models: list[nn.Module]) -> list[tuple[str, Any]] | None:
-    """[(op, argument)] for members that are nn.Sequential of Flatten / Linear (with bias) / activation / Dropout
-    layers (the MLP and logistic-regression shapes), a dropout's argument its rate in each member; None for
-    anything else (those go through vmap)."""
-    if not all(isinstance(m, nn.Sequential) for m in models):
+    """[(op, argument)] for members made of Flatten / Linear / Conv1d (with bias) / activation / Dropout layers
+    in a row: an nn.Sequential (the MLP and logistic-regression shapes) or a model that lists its layers in
+    forward order (``layers()``, the 1-D CNN); a dropout's argument is its rate in each member. None for anything
+    else (those go through vmap)."""
+    if all(isinstance(m, nn.Sequential) for m in models):
+        named = [list(m.named_children()) for m in models]
+    elif all(hasattr(m, "layers") for m in models):
+        named = [m.layers() for m in models]
+    else:
         return None
     plan: list[tuple[str, Any]] = []
-    for name, layer in models[0].named_children():
+    for i, (name, layer) in enumerate(named[0]):
+        convolved = any(op == "conv1d" for op, _ in plan) and not any(op == "flatten" for op, _ in plan)
+        if type(layer) is nn.Dropout and convolved:
+            return None  # dropout between convolutions: vmap draws it
         if isinstance(layer, nn.Flatten) and layer.start_dim == 1 and layer.end_dim == -1:
             plan.append(("flatten", None))
         elif type(layer) is nn.Linear and layer.bias is not None:
             plan.append(("linear", name))
+        elif type(layer) is nn.Conv1d and layer.bias is not None and layer.groups == 1 and layer.dilation == (1,):
+            if not isinstance(layer.padding, tuple):
+                return None
+            plan.append(("conv1d", (name, layer.stride[0], layer.padding[0])))
         elif type(layer) in (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU):
             plan.append(("activation", layer))
         elif type(layer) is nn.Dropout:
-            plan.append(("dropout", [float(getattr(m, name).p) for m in models]))
+            plan.append(("dropout", [float(layers[i][1].p) for layers in named]))
         else:
             return None
     return plan

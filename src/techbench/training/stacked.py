@@ -182,6 +182,9 @@ def train_members(
             "memory/step_mb": memory,
             "vectorized_k": float(k),
         }
+        # The global stream where the member's sequential run leaves it (after its dropout draws): Monte-Carlo
+        # evaluation then samples as that run does.
+        torch.set_rng_state(streams[i].get_state())
         metrics, probs = measure(runs[i], model, datas[i])
         metrics.update(shared)
         result = RunResult.ended(

@@ -91,6 +91,11 @@ class CNN1D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
 
+    def layers(self) -> list[tuple[str, nn.Module]]:
+        """The layers in the order forward applies them (qualified names): what a stack of CNNs batches."""
+        convs = [(f"features.{n}", m) for n, m in self.features.named_children()]
+        return [*convs, ("flatten", nn.Flatten()), ("head", self.head)]
+
 
 @MODELS.register(
     "cnn1d",
