@@ -24,10 +24,16 @@ CASES = (
 
 
 def _second_point(family: str, name: str) -> dict:
-    """A point of the entry's search space away from its defaults (a quarter of the way, log-scaled)."""
+    """A point of the entry's search space away from its defaults (a quarter of the way, log-scaled); for a dropout
+    variant, its rate only."""
     registry = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dropout": DROPOUT}[family]
+    space = registry.get(name).search_space
+    if family == "dropout":
+        # Only the rate varies per member: an input-dropout layer or a widened model is another architecture
+        # (such members are refused: tested in test_stacked_trials.py).
+        space = {} if registry.get(name).info.widen else {k: v for k, v in space.items() if k == "p"}
     hp = {}
-    for key, dim in registry.get(name).search_space.items():
+    for key, dim in space.items():
         if "choices" in dim:
             hp[key] = dim["choices"][-1]
         else:

@@ -136,3 +136,14 @@ def test_the_report_shows_grouped_benchmark_measurements(tmp_path):
     (tmp_path / "stacked_trials.json").write_text(json.dumps({"machine": "cpu", "mlp": {"one_trial_s": 1.23456}}))
     section = benchmarks_section(tmp_path)
     assert section.tables[0].rows == [["machine", "cpu"], ["mlp.one_trial_s", "1.235"]]
+
+
+def test_members_of_different_architectures_are_refused():
+    from techbench.training.stacked import refusal
+
+    block = {"family": "dropout", "techniques": ["standard"], "seeds": 1, **WORKLOAD}
+    base = parse_params({"studies": {"d": block}}).study("d").run("standard")
+    rate = base.with_technique_params({"p": 0.3}, variant="p")
+    input_layer = base.with_technique_params({"p_input": 0.2}, variant="input")
+    assert refusal([(base, 0), (rate, 0)]) is None  # another rate: the same layers
+    assert refusal([(base, 0), (input_layer, 0)]) == "not stackable: the members' models differ in architecture"
