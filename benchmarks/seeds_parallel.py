@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
-from step_overhead import BATCH, EPOCHS, adam_mlp_config  # the same workload as the step-overhead benchmark
+from step_overhead import BATCH, EPOCHS, adam_mlp_config, timed  # the same workload as the step-overhead benchmark
 
 from techbench.paths import read_paths
 from techbench.training.single import train_single
@@ -25,20 +23,10 @@ KS, REPEATS = (1, 4, 16), 3
 OUT = Path(read_paths()["benchmarks"]) / "seeds_parallel.json"  # params.yaml paths.benchmarks
 
 
-def _timed(fn, repeats: int = 1) -> float:
-    """Median wall time of ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     cfg = adam_mlp_config()
     train_single(cfg, 0), train_stacked(cfg, [0, 1])  # warm-up: dataset cache, first-call allocations
-    one = _timed(lambda: train_single(cfg, 0), REPEATS)
+    one = timed(lambda: train_single(cfg, 0), REPEATS)
     result = {
         "what": f"MNIST-1D MLP 100-100, Adam, {EPOCHS} epochs, batch {BATCH}: whole runs (fit, test, metrics)",
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
@@ -48,8 +36,8 @@ def main() -> None:
     }
     for k in KS:
         seeds = list(range(k))
-        sequential = _timed(lambda seeds=seeds: [train_single(cfg, s) for s in seeds])
-        vectorized = _timed(lambda seeds=seeds: train_stacked(cfg, seeds), REPEATS)
+        sequential = timed(lambda seeds=seeds: [train_single(cfg, s) for s in seeds])
+        vectorized = timed(lambda seeds=seeds: train_stacked(cfg, seeds), REPEATS)
         result[f"k{k}_sequential_s"] = sequential
         result[f"k{k}_vectorized_s"] = vectorized
         result[f"k{k}_vectorized_over_one_seed"] = vectorized / one

@@ -15,14 +15,13 @@ Sequential times are measured where they take minutes at most and otherwise esti
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from step_overhead import BATCH, EPOCHS, adam_mlp_config  # the same workload as the step-overhead benchmark
+from step_overhead import BATCH, EPOCHS, adam_mlp_config, timed  # the same workload as the step-overhead benchmark
 
 from techbench.config import load_params
 from techbench.paths import read_paths
@@ -36,15 +35,6 @@ REPEATS, TRIALS, SEEDS = 3, 16, 5
 OUT = Path(read_paths()["benchmarks"]) / "stacked_trials.json"  # params.yaml paths.benchmarks
 
 
-def _timed(fn, repeats: int = 1) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def lr_trials(cfg, n: int):
     """n learning rates log-spaced over Adam's search space (1e-5 .. 1e-1), as n trials."""
     lrs = [10 ** (-5 + 4 * i / max(n - 1, 1)) for i in range(n)]
@@ -54,11 +44,11 @@ def lr_trials(cfg, n: int):
 def lr_search(result: dict) -> None:
     cfg = adam_mlp_config()
     train_single(cfg, 0), train_stacked(cfg, [0, 1])  # warm-up: dataset cache, first-call allocations
-    one = _timed(lambda: train_single(cfg, 0), REPEATS)
+    one = timed(lambda: train_single(cfg, 0), REPEATS)
     trials = lr_trials(cfg, TRIALS)
-    stacked = _timed(lambda: train_members([(c, 1000) for c in trials]), REPEATS)
-    sequential = _timed(lambda: [train_single(c, 1000) for c in trials])
-    wide = _timed(lambda: train_members([(c, 1000 + s) for c in trials for s in range(SEEDS)]))
+    stacked = timed(lambda: train_members([(c, 1000) for c in trials]), REPEATS)
+    sequential = timed(lambda: [train_single(c, 1000) for c in trials])
+    wide = timed(lambda: train_members([(c, 1000 + s) for c in trials for s in range(SEEDS)]))
     result["mlp"] = {
         "what": f"MNIST-1D MLP 100-100, Adam, {EPOCHS} epochs, batch {BATCH}: whole runs (fit, test, metrics)",
         "one_trial_s": one,
@@ -77,8 +67,8 @@ def lr_search(result: dict) -> None:
 def cnn_seeds(result: dict) -> None:
     cfg = adam_mlp_config(model={"name": "cnn1d"})
     train_stacked(cfg, [0, 1])
-    one = _timed(lambda: train_single(cfg, 0), REPEATS)
-    stacked = _timed(lambda: train_stacked(cfg, list(range(16))), REPEATS)
+    one = timed(lambda: train_single(cfg, 0), REPEATS)
+    stacked = timed(lambda: train_stacked(cfg, list(range(16))), REPEATS)
     result["cnn"] = {
         "what": f"MNIST-1D 1-D CNN (cnn1d defaults), Adam, {EPOCHS} epochs, batch {BATCH}",
         "one_seed_s": one,

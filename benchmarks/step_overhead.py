@@ -33,6 +33,16 @@ EPOCHS, BATCH, REPEATS = 20, 128, 5
 OUT = Path(read_paths()["benchmarks"]) / "step_overhead.json"  # params.yaml paths.benchmarks
 
 
+def timed(fn, repeats: int = 1) -> float:
+    """Median wall time of ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def raw_torch(cfg) -> float:
     data = load_dataset(cfg.data)
     torch.manual_seed(0)
