@@ -65,5 +65,6 @@ def write_reports(
         bodies.append(to_html([bench]))
     toc = ", ".join(f'<a href="#{s}">{s}</a>' for s in studies) or "none"
     index = reports_dir / "index.html"
+    reports_dir.mkdir(parents=True, exist_ok=True)  # also with no study results yet
     index.write_text(PAGE.format(toc=toc, body="\n<hr>\n".join(bodies)))
     return [*written, index]
