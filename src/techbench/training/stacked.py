@@ -1,15 +1,17 @@
-"""The stacked executor: K seeds of one run config trained at once in one process (``execution: vectorized``).
+"""The stacked executor: K members — the seeds of one run config (``execution: vectorized``), or Optuna trials ×
+seeds (trials.py) — trained at once in one process.
 
-The K models' parameters are stacked along a new leading dimension (torch.func.stack_module_state) and one
-Lightning Trainer fits them together: the forward pass is torch.func.vmap over the stack (dropout draws
-different masks per seed: randomness="different"), each seed gets its own batches (its own shuffling seed), and
-the loss is the sum of the per-seed mean losses, so each seed's parameters receive exactly its own gradient.
-With an element-wise optimizer every seed then follows the trajectory it would follow alone; the tests check
-this against the single executor. After fit the stack is split back into K models, each evaluated by the same
-post-fit evaluation and recorded as its own run (tag execution=vectorized), indistinguishable in the reports.
+Each member is drawn exactly as the single executor draws it (seed, data, model, then its dropout stream), and one
+Lightning Trainer fits them together as a StackedModule (stack_module.py): every member a row of one (K, P)
+parameter, its own batches (its own shuffling seed), its own hyperparameters (stacked_optim.py, with the optimizer
+entry's stacked rule). The loss is the sum of the members' mean losses, so each row receives exactly its own
+gradient and follows the trajectory it would follow alone; the tests check this entry by entry against the
+single executor. After fit the stack is split back into K models, each evaluated by the same post-fit evaluation
+and recorded as its own run (tag execution=vectorized), indistinguishable in the reports.
 
-Whether a config can be stacked is read from its registry entries (``unstackable``): every family's flag, the
-model's ``stackable`` flag, no global gradient clipping, one device.
+Whether members can share a stack is read from their registry entries (``unstackable``, ``members_unstackable``):
+every family's answer, the optimizer's stacked rule, the model's ``stackable`` flag, no global gradient clipping,
+one device, one architecture.
 """
 
 from __future__ import annotations
