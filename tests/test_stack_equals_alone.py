@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from techbench.config import parse_params
-from techbench.techniques import DROPOUT, OPTIMIZERS, SCHEDULES
+from techbench.techniques import DROPOUT, OPTIMIZERS, REGULARIZERS, SCHEDULES
 
 WORKLOAD = {
     "data": {"name": "debug"},
@@ -20,13 +20,14 @@ CASES = (
     [("optimizer", n) for n in OPTIMIZERS.names() if OPTIMIZERS.get(n).info.stacked is not None]
     + [("schedule", n) for n in SCHEDULES.names() if SCHEDULES.get(n).info.lr_at is not None]
     + [("dropout", n) for n in DROPOUT.names() if DROPOUT.get(n).info.stackable and DROPOUT.get(n).info.needs is None]
+    + [("regularizer", n) for n in REGULARIZERS.names() if REGULARIZERS.get(n).info.stackable]
 )
 
 
 def _second_point(family: str, name: str) -> dict:
     """A point of the entry's search space away from its defaults (a quarter of the way, log-scaled); for a dropout
     variant, its rate only."""
-    registry = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dropout": DROPOUT}[family]
+    registry = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dropout": DROPOUT, "regularizer": REGULARIZERS}[family]
     space = registry.get(name).search_space
     if family == "dropout":
         # Only the rate varies per member: an input-dropout layer or a widened model is another architecture

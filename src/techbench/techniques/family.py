@@ -48,14 +48,32 @@ class Column:
 
 @dataclass
 class Objective:
-    """What a family adds to the optimized cost: a penalty on the loss, and updates around the step."""
+    """What a family adds to the optimized cost: penalty terms on the loss, and updates around the step.
 
-    # penalty(model) -> scalar tensor added to the training loss; None = no penalty term
-    penalty: Callable[[nn.Module], torch.Tensor] | None = None
+    Weight penalties are declared term by term, (parameter, coefficient c), so that a stack of members can apply
+    each member's own coefficients to its row of the stacked parameter; ``terms`` is any other penalty, computed
+    from one model (not stackable)."""
+
+    l2: list[tuple[nn.Parameter, float]] = field(default_factory=list)  # c·Σw² added to the cost
+    l1: list[tuple[nn.Parameter, float]] = field(default_factory=list)  # c·Σ|w| added to the cost
+    # terms(model) -> scalar tensor added to the training loss; None = no such term
+    terms: Callable[[nn.Module], torch.Tensor] | None = None
     # (parameter, shrink coefficient c): before each step w ← w − lr·c·w (decoupled weight decay)
     decay: list[tuple[nn.Parameter, float]] = field(default_factory=list)
     # (parameter, threshold coefficient c): after each step w ← sign(w)·max(|w| − lr·c, 0) (L1's proximal step)
     prox: list[tuple[nn.Parameter, float]] = field(default_factory=list)
+
+    @property
+    def penalty(self) -> Callable[[nn.Module], torch.Tensor] | None:
+        """penalty(model) -> the scalar added to the training loss; None when nothing is added."""
+        if not (self.l2 or self.l1 or self.terms is not None):
+            return None
+
+        def total(model: nn.Module) -> torch.Tensor:
+            value = sum(c * p.pow(2).sum() for p, c in self.l2) + sum(c * p.abs().sum() for p, c in self.l1)
+            return value + self.terms(model) if self.terms is not None else value
+
+        return total
 
     @property
     def active(self) -> bool:
@@ -65,9 +83,11 @@ class Objective:
     @staticmethod
     def combine(parts: list[Objective | None]) -> Objective:
         parts = [p for p in parts if p is not None]
-        penalties = [p.penalty for p in parts if p.penalty is not None]
+        terms = [p.terms for p in parts if p.terms is not None]
         return Objective(
-            penalty=(lambda model: sum(f(model) for f in penalties)) if penalties else None,
+            l2=[t for p in parts for t in p.l2],
+            l1=[t for p in parts for t in p.l1],
+            terms=(lambda model: sum(f(model) for f in terms)) if terms else None,
             decay=[d for p in parts for d in p.decay],
             prox=[d for p in parts for d in p.prox],
         )

@@ -24,7 +24,7 @@ from techbench.techniques.family import Column, Family, Objective
 
 @dataclass(frozen=True)
 class RegularizerInfo(Info):
-    stackable: bool = False  # the penalty of a stack of seeds is not yet written per seed
+    stackable: bool = True  # declared term by term (Objective.l1/l2/decay/prox): a stack applies them per member
 
 
 REGULARIZERS = Registry("regularizer", RegularizerInfo)
@@ -69,15 +69,7 @@ def weighted_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.dim() > 1]
 
 
-def _l2(params: list[nn.Parameter], coef: float):
-    return lambda model: coef * sum(p.pow(2).sum() for p in params)
-
-
-def _l1(params: list[nn.Parameter], coef: float):
-    return lambda model: coef * sum(p.abs().sum() for p in params)
-
-
-@REGULARIZERS.register("none", description="no penalty (the baseline)", stackable=True)
+@REGULARIZERS.register("none", description="no penalty (the baseline)")
 def none(model, n_train):
     return Objective()
 
@@ -89,7 +81,7 @@ def none(model, n_train):
     search_space=LAM_SPACE,
 )
 def l2(model, n_train, lam):
-    return Objective(penalty=_l2(weight_params(model), lam / (2 * n_train)))
+    return Objective(l2=[(p, lam / (2 * n_train)) for p in weight_params(model)])
 
 
 @REGULARIZERS.register(
@@ -99,7 +91,7 @@ def l2(model, n_train, lam):
     search_space=LAM_SPACE,
 )
 def l2_no_bias(model, n_train, lam):
-    return Objective(penalty=_l2(weight_params(model, include_bias=False), lam / (2 * n_train)))
+    return Objective(l2=[(p, lam / (2 * n_train)) for p in weight_params(model, include_bias=False)])
 
 
 @REGULARIZERS.register(
@@ -109,7 +101,7 @@ def l2_no_bias(model, n_train, lam):
     search_space=LAM_SPACE,
 )
 def l1(model, n_train, lam):
-    return Objective(penalty=_l1(weight_params(model, include_bias=False), lam / n_train))
+    return Objective(l1=[(p, lam / n_train) for p in weight_params(model, include_bias=False)])
 
 
 @REGULARIZERS.register(
@@ -132,9 +124,10 @@ def l1_proximal(model, n_train, lam):
 )
 def elastic_net(model, n_train, lam, l1_ratio):
     params = weight_params(model, include_bias=False)
-    l1_term = _l1(params, lam * l1_ratio / n_train)
-    l2_term = _l2(params, lam * (1 - l1_ratio) / (2 * n_train))
-    return Objective(penalty=lambda m: l1_term(m) + l2_term(m))
+    return Objective(
+        l1=[(p, lam * l1_ratio / n_train) for p in params],
+        l2=[(p, lam * (1 - l1_ratio) / (2 * n_train)) for p in params],
+    )
 
 
 @REGULARIZERS.register(
@@ -164,8 +157,7 @@ def _check_layerwise(hp: dict) -> None:
 def l2_layerwise(model, n_train, lam_first, lam_last):
     layers = weighted_layers(model)
     lams = geometric(lam_first, lam_last, len(layers))
-    terms = [(layer.weight, lam / (2 * n_train)) for layer, lam in zip(layers, lams, strict=True)]
-    return Objective(penalty=lambda model: sum(c * w.pow(2).sum() for w, c in terms))
+    return Objective(l2=[(layer.weight, lam / (2 * n_train)) for layer, lam in zip(layers, lams, strict=True)])
 
 
 def geometric(first: float, last: float, n: int) -> list[float]:

@@ -1,11 +1,12 @@
 """The LightningModule of a stack of K members (stacked.py): K models of one architecture, each with its own run
-(seed, optimizer and schedule hyperparameters, dropout rate), trained at once.
+(seed, optimizer, schedule and penalty hyperparameters, dropout rate), trained at once.
 
 Every member's parameters are one row of a (K, P) tensor, read through per-tensor views; the forward pass is a
 batched matrix product for plain Sequential MLPs (with each member's dropout masks drawn from its own generator,
 seeded as its sequential run's global stream would be, so a member sees its sequential run's masks) and vmap
-otherwise. The loss is the sum of the members' mean losses, so each row receives exactly its own gradient; the
-optimizer (stacked_optim.py) applies each member's own hyperparameters. A member stops alone: diverged (its cost
+otherwise. The cost is the sum of the members' mean losses plus each member's penalty on its own row
+(stacked_objective.py), so each row receives exactly its own gradient; the optimizer (stacked_optim.py) applies each
+member's own hyperparameters, decoupled decay and proximal step. A member stops alone: diverged (its cost
 non-finite or above ``train.divergence_loss``, checked before the update as the sequential path does), or stopped by
 an epoch hook (a pruned trial); its row is frozen from then on and its history ends with that epoch.
 """
@@ -25,6 +26,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from techbench.specs import EffectiveRun
 from techbench.training.module import LeanHooks
+from techbench.training.stacked_objective import StackedObjective
 from techbench.training.stacked_optim import configure_stack
 from techbench.workloads import loss_fn
 
@@ -43,6 +45,9 @@ class StackedModule(LeanHooks, L.LightningModule):
             start += p[0].numel()
         self.flat = nn.Parameter(torch.cat([p.detach().reshape(self.k, -1) for p in params.values()], 1))
         self.stacked_buffers = buffers
+        self.objective = (
+            StackedObjective.of(models, runs, self.segments, self.names, self.flat.shape[1]) if runs else None
+        )
         self.base = [copy.deepcopy(models[0]).to("meta")]  # a list: not registered as a submodule
         self.plan = _sequential_plan(models) if not buffers else None
         self.generators = generators
@@ -114,7 +119,7 @@ class StackedModule(LeanHooks, L.LightningModule):
         return h * torch.stack(masks)
 
     def configure_optimizers(self):
-        return configure_stack(self, self.flat, self.segments, self.runs)
+        return configure_stack(self, self.flat, self.segments, self.runs, self.objective)
 
     def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         k, b = logits.shape[:2]
@@ -132,13 +137,15 @@ class StackedModule(LeanHooks, L.LightningModule):
         x, y = batch
         logits = self._forward(x, shared_input=False)
         losses = self._losses(logits, y)
-        value = losses.detach()
+        penalty = None if self.objective is None else self.objective.penalty(self.flat)
+        cost = losses if penalty is None else losses + penalty  # the logged loss stays the data loss
+        value = cost.detach()
         bad = self.active & ~(torch.isfinite(value) & (value <= self.divergence_loss))
         for i in bad.nonzero().flatten().tolist():  # skip the update, as a sequential run does, and stop there
             self.diverged_step[i] = int(self.global_step)
             self.stop(i, "diverged")
         self._count("train", logits, y, losses)
-        return torch.where(self.active, losses, 0.0).sum()
+        return torch.where(self.active, cost, 0.0).sum()
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

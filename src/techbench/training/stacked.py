@@ -56,13 +56,14 @@ def unstackable(run: EffectiveRun, data: DataSplits | None = None, model: nn.Mod
 
 def _refusal(family, spec: dict, config: dict, model, n_train: int) -> str | None:
     """Why ``family``'s component keeps seeds from sharing a stack: its own answer, else the callbacks or the
-    objective terms it adds, which a stack does not apply."""
+    objective terms computed from one model it adds, which a stack does not apply (per-parameter penalties,
+    decay and proximal steps it applies per member)."""
     said = family.unstackable(spec, config)
     if said is None and family.callbacks(spec, config):
         said = f"{family.name} {spec['name']} (callbacks of one model)"
     if said is None and model is not None:
         objective = family.objective(spec, model, n_train)
-        if objective is not None and objective.active:
+        if objective is not None and objective.terms is not None:
             said = f"{family.name} {spec['name']} (objective terms of one model)"
     return said
 
@@ -136,7 +137,7 @@ def refusal(members: list[tuple[RunConfig, int]], data: DataSplits | None = None
 
 def members_unstackable(runs: list[EffectiveRun], models: list[nn.Module]) -> str | None:
     """None if the members can share one stack: each run stackable, and the runs equal but for their seed and their
-    optimizer, schedule and dropout hyperparameters (one architecture; a dropout rate varies per member only in
+    optimizer, schedule, penalty and dropout hyperparameters (one architecture; a dropout rate varies per member only in
     the batched-matrix path)."""
     why = unstackable(runs[0], model=models[0])
     if why is not None:
@@ -144,10 +145,12 @@ def members_unstackable(runs: list[EffectiveRun], models: list[nn.Module]) -> st
     shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
     if any(s != shapes[0] for s in shapes):
         return "not stackable: the members' models differ in architecture"
-    varying = ("optimizer", "schedule") + (("dropout",) if all(isinstance(m, nn.Sequential) for m in models) else ())
+    varying = ("optimizer", "schedule", "regularizer") + (
+        ("dropout",) if all(isinstance(m, nn.Sequential) for m in models) else ()
+    )
     shared = [_shared_part(run, varying) for run in runs]
     if any(s != shared[0] for s in shared):
-        return "not stackable: the members differ in more than optimizer, schedule or dropout hyperparameters"
+        return "not stackable: the members differ in more than optimizer, schedule, penalty or dropout hyperparameters"
     return next((w for w in (unstackable(r, model=m) for r, m in zip(runs[1:], models[1:], strict=True)) if w), None)
 
 

@@ -17,9 +17,12 @@ from techbench.techniques import OPTIMIZERS, SCHEDULES
 
 
 class StackedOptimizer(torch.optim.Optimizer):
-    def __init__(self, flat: torch.nn.Parameter, segments, rule, hp: dict[str, torch.Tensor], lr_table: torch.Tensor):
+    def __init__(
+        self, flat: torch.nn.Parameter, segments, rule, hp: dict[str, Any], lr_table: torch.Tensor, objective=None
+    ):
         super().__init__([flat], {"lr": float(lr_table[0].mean())})
         self.rule, self.segments, self.hp, self.lr_table = rule, segments, hp, lr_table
+        self.objective = objective  # the members' decoupled decay and proximal steps (StackedObjective), if any
         self.active = torch.ones(lr_table.shape[1], dtype=torch.bool)
         self.t = 0  # updates made
 
@@ -41,7 +44,11 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.t += 1
         frozen = (~self.active).nonzero().flatten()
         kept = p[frozen].clone() if len(frozen) else None
+        if self.objective is not None:  # decoupled decay before the step, L1's proximal step after, as alone
+            self.objective.decay_(p, hp["lr"])
         self.rule(p, p.grad, self.state[p], hp, self.t, self.segments)
+        if self.objective is not None:
+            self.objective.prox_(p, hp["lr"])
         if kept is not None:
             p[frozen] = kept
         self.param_groups[0]["lr"] = float(self.current_lr.mean())
@@ -75,7 +82,7 @@ def lr_table(runs: list[EffectiveRun], base_lrs: list[float], total_steps: int, 
     return torch.tensor(columns, dtype=torch.float64).T.contiguous()
 
 
-def configure_stack(module: L.LightningModule, flat, segments, runs: list[EffectiveRun]) -> StackedOptimizer:
+def configure_stack(module: L.LightningModule, flat, segments, runs: list[EffectiveRun], objective=None):
     """The stack's optimizer, each member's schedule folded into its LR table (same step count as ``configure``)."""
     rule, hp = member_hyperparameters(runs)
     epochs = max(int(module.trainer.max_epochs or 1), 1)
@@ -83,4 +90,4 @@ def configure_stack(module: L.LightningModule, flat, segments, runs: list[Effect
     per_epoch = max(steps // epochs, 1)
     base = [float(hp["lr"])] * len(runs) if isinstance(hp["lr"], float) else [float(v) for v in hp["lr"].flatten()]
     table = lr_table(runs, base, epochs * per_epoch, per_epoch)
-    return StackedOptimizer(flat, segments, rule, hp, table)
+    return StackedOptimizer(flat, segments, rule, hp, table, objective)

@@ -75,7 +75,7 @@ class DropoutFamily(Family):
         # Concrete dropout's modules add their own regularizer (weight and rate terms) to the cost.
         if not any(callable(getattr(m, "penalty", None)) for m in model.modules()):
             return None
-        return Objective(penalty=module_penalties)
+        return Objective(terms=module_penalties)
 
     def measure(self, spec: dict[str, Any], model: nn.Module, data: Any) -> dict[str, float]:
         out = {f"dropout/p_{layer}": p for layer, p in learned_rates(model).items()}
