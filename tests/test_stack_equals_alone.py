@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from techbench.config import parse_params
-from techbench.techniques import DROPOUT, OPTIMIZERS, REGULARIZERS, SCHEDULES
+from techbench.techniques import DROPOUT, OPTIMIZERS, REGULARIZERS, SCHEDULES, STOPPING
 
 WORKLOAD = {
     "data": {"name": "debug"},
@@ -62,3 +62,48 @@ def test_a_stack_member_equals_its_run_alone(family, name):
         assert stacked.outcome == alone.outcome
         assert stacked.metrics["test/loss"] == pytest.approx(alone.metrics["test/loss"], rel=1e-4, nan_ok=True)
         assert stacked.histories["lr"] == pytest.approx(alone.histories["lr"], rel=1e-6)
+
+
+STOPPING_CASES = STOPPING.names()
+QUICK = {
+    "patience": 1,
+    "window": 2,
+    "min_slope": 0.05,
+    "min_delta": 1e-3,
+    "rel_delta": 1e-3,
+    "beta": 0.5,
+}  # rules that fire early
+
+
+@pytest.mark.parametrize("name", STOPPING_CASES)
+def test_a_stack_member_stops_where_its_run_alone_stops(name):
+    """Each member's stopping rule decides on its own validation curve, at the epoch its run alone stops, and
+    keeps the same best-validation weights (restored or not): stop/* and test metrics equal the run alone."""
+    from techbench.training.single import train_single
+    from techbench.training.stacked import refusal, train_members
+
+    block = {
+        "family": "stopping",
+        "techniques": [name],
+        "seeds": 1,
+        **WORKLOAD,
+        "data": {"name": "debug", "label_noise": 0.3},  # noisy training labels: the validation loss turns up
+        "train": {"epochs": 12, "batch_size": 32},
+    }
+    block["base"] = {"optimizer": {"name": "momentum", "lr": 0.1}}
+    base = parse_params({"studies": {"s": block}}).study("s").run(name)
+    quick = {k: v for k, v in QUICK.items() if k in STOPPING.get(name).defaults}
+    members = [(base, 0), (base.with_technique_params(quick, variant="b"), 1), (base, 2)]
+    assert refusal(members) is None
+    fired = []
+    for stacked, (cfg, seed) in zip(train_members(members), members, strict=True):
+        alone = train_single(cfg, seed)
+        stops = {k: v for k, v in alone.metrics.items() if k.startswith("stop/")}
+        assert stops, "the stopping study measures best and last weights of every rule"
+        assert {k: stacked.metrics[k] for k in stops} == pytest.approx(stops, rel=1e-4)
+        assert stacked.metrics["epochs_run"] == alone.metrics["epochs_run"]
+        assert stacked.metrics["test/acc"] == pytest.approx(alone.metrics["test/acc"], abs=1e-9)
+        assert stacked.metrics["test/loss"] == pytest.approx(alone.metrics["test/loss"], rel=1e-4)
+        fired.append(stops["stop/fired"])
+    if name != "fixed_budget":
+        assert fired[1] == 1.0, "the quick member's rule fires inside the budget: the test sees a stop"

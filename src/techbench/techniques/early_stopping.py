@@ -63,20 +63,44 @@ class BestWeights(ModelCheckpoint):
         return ckpt["state_dict"]
 
 
+class HeldBestWeights:
+    """BestWeights for one member of a stack: ModelCheckpoint's choice (top 1 by val/loss: the first check, then
+    only a strictly lower value; NaN counts as +inf), the weights held in memory."""
+
+    def __init__(self):
+        self.best_score, self.best_epoch, self._state = float("inf"), 0, None
+
+    def on_member_epoch(self, epoch: int, values: dict[str, float], weights) -> bool:
+        current = values[MONITOR] if values[MONITOR] == values[MONITOR] else float("inf")
+        if self._state is None or current < self.best_score:
+            self.best_score, self.best_epoch, self._state = current, epoch + 1, weights()
+        return False
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+
 class StoppingFamily(Family):
     def callbacks(self, spec: dict[str, Any], config: dict[str, Any]) -> list:
         criteria = build_stopping(spec)
+        return [*criteria, BestWeights()] if self._keeps_best(spec, config, criteria) else criteria
+
+    def member_callbacks(self, spec: dict[str, Any], config: dict[str, Any]) -> list:
+        # The criteria themselves decide for a stack member (on_member_epoch); its best weights are held in memory.
+        criteria = build_stopping(spec)
+        return [*criteria, HeldBestWeights()] if self._keeps_best(spec, config, criteria) else criteria
+
+    def _keeps_best(self, spec: dict[str, Any], config: dict[str, Any], criteria: list) -> bool:
         # The stopping study records best-vs-last for every rule, the fixed budget included.
-        keep_best = criteria or self.hp(spec)["restore_best"] or config.get("family") == self.name
-        return [*criteria, BestWeights()] if keep_best else criteria
+        return bool(criteria or self.hp(spec)["restore_best"] or config.get("family") == self.name)
 
     def unstackable(self, spec: dict[str, Any], config: dict[str, Any]) -> str | None:
-        return None  # the stack refuses every rule that gives callbacks (training/stacked.unstackable)
+        return None  # every criterion has its stack-member form (member_callbacks)
 
     def select_weights(self, spec: dict[str, Any], fit: Fit) -> dict[str, float]:
         """Epoch the criterion stopped at, the best-validation epoch, and test accuracy of the last and of the
         best weights; with ``restore_best`` the best weights are loaded so the run's test metrics are theirs."""
-        best = next((c for c in fit.callbacks if isinstance(c, BestWeights)), None)
+        best = next((c for c in fit.callbacks if isinstance(c, (BestWeights, HeldBestWeights))), None)
         if best is None:
             return {}
         data, module = fit.data, fit.module

@@ -8,6 +8,7 @@ family, and how its chosen entry takes part in every run, through hooks whose de
   build_model(spec, model, n_train) -> model    rewrite the model (dropout variants)
   objective(spec, model, n_train) -> Objective  penalty terms and around-the-step updates (weight penalties)
   callbacks(spec, config) -> [Callback]         Lightning callbacks (stopping rules)
+  member_callbacks(spec, config) -> [..] | None what a stack member uses instead (``on_member_epoch``); None: none
   select_weights(spec, fit) -> metrics          after fit: choose the weights that are kept (best validation)
   measure(spec, model, data) -> metrics         after fit: the family's own measurements
   unstackable(spec, config) -> reason | None    why the seeds of a run cannot train as one vmap'd stack
@@ -160,6 +161,13 @@ class Family:
 
     def callbacks(self, spec: dict[str, Any], config: dict[str, Any]) -> list:
         return []
+
+    def member_callbacks(self, spec: dict[str, Any], config: dict[str, Any]) -> list | None:
+        """The stand-ins for ``callbacks`` in one member of a stack, which has no trainer of its own: objects with
+        ``on_member_epoch(epoch, values, weights) -> bool`` (True: stop this member), called after each epoch's
+        validation with the member's epoch values and a function returning its current weights. None: this
+        family's callbacks have no stand-in, so a run that has them is not stackable."""
+        return None if self.callbacks(spec, config) else []
 
     def select_weights(self, spec: dict[str, Any], fit: Fit) -> dict[str, float]:
         return {}

@@ -44,17 +44,31 @@ class StoppingCriterion(EarlyStopping):
         # Only this callback ran in between: a new should_stop is its decision reduced over the DDP processes.
         fired_elsewhere = trainer.should_stop and not already_stopping
         if fired_here or fired_elsewhere:
-            self.stopped_epoch_run = trainer.current_epoch + 1
-            detail = (self.stopping_reason_message or "the same criterion fired in another process").replace(
-                " Signaling Trainer to stop.", ""
-            )
-            self.reason = f"{self.describe()}: stopped after epoch {self.stopped_epoch_run}: {detail}"
+            self._fired(trainer.current_epoch, self.stopping_reason_message)
+
+    def on_member_epoch(self, epoch: int, values: dict[str, float], weights=None) -> bool:
+        """The check a run's trainer makes after validation, made for one member of a stack (which has no trainer
+        of its own): the same decision from the member's value of the monitor, the same bookkeeping."""
+        should_stop, reason = self._evaluate_stopping_criteria(torch.tensor(values[self.monitor]))
+        if should_stop and self.stopped_epoch_run is None:
+            self.stopped_epoch, self.stopping_reason_message = epoch, reason
+            self._fired(epoch, reason)
+        return should_stop
+
+    def _fired(self, epoch: int, message: str | None) -> None:
+        self.stopped_epoch_run = epoch + 1
+        detail = (message or "the same criterion fired in another process").replace(" Signaling Trainer to stop.", "")
+        self.reason = f"{self.describe()}: stopped after epoch {self.stopped_epoch_run}: {detail}"
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        self.finish(trainer.current_epoch)
+
+    def finish(self, epochs_run: int) -> None:
+        """The reason of a criterion that never fired, once training has ended after ``epochs_run`` epochs."""
         if self.stopped_epoch_run is None:
             best = float(self.best_score)
             self.reason = (
-                f"{self.describe()}: did not fire; training ended after {trainer.current_epoch} epochs"
+                f"{self.describe()}: did not fire; training ended after {epochs_run} epochs"
                 f" (best {self._score_name()} {best:.4g})"
             )
 

@@ -34,7 +34,13 @@ EpochHook = Callable[["StackedModule", int, dict[str, torch.Tensor]], None]
 
 
 class StackedModule(LeanHooks, L.LightningModule):
-    def __init__(self, models: list[nn.Module], runs: list[EffectiveRun], generators: list | None = None):
+    def __init__(
+        self,
+        models: list[nn.Module],
+        runs: list[EffectiveRun],
+        generators: list | None = None,
+        member_callbacks: list[list] | None = None,
+    ):
         super().__init__()
         self.runs, self.k = runs, len(models)
         params, buffers = stack_module_state(models)
@@ -57,6 +63,8 @@ class StackedModule(LeanHooks, L.LightningModule):
         self.diverged_step: list[int | None] = [None] * self.k
         self.stop_reason: list[str | None] = [None] * self.k
         self.epoch_hooks: list[EpochHook] = []
+        # Each member's stand-ins for its families' callbacks (stopping criteria, best weights): member_callbacks
+        self.member_callbacks = member_callbacks or [[] for _ in models]
         self.history: list[dict[str, torch.Tensor]] = []  # per epoch: metric -> (K,) values
         self._sums: dict[str, torch.Tensor] = {}
         self._epoch_start = 0.0
@@ -175,8 +183,25 @@ class StackedModule(LeanHooks, L.LightningModule):
         epoch["time/epoch_s"] = torch.full((self.k,), seconds / self.k)  # the stack's time, amortized per member
         self.history.append({m: v.detach().cpu() for m, v in epoch.items()})
         self._sums = {}
+        self._member_checks(int(self.current_epoch))
         for hook in self.epoch_hooks:
             hook(self, int(self.current_epoch), self.history[-1])
+
+    def _member_checks(self, epoch: int) -> None:
+        """Each training member's callbacks see its epoch, as a run's callbacks see it after validation (every one of
+        them, even once one has decided to stop); a member whose callback says stop is stopped alone."""
+        for i in self.active.nonzero().flatten().tolist():
+            values = {m: float(v[i]) for m, v in self.history[-1].items()}
+            said = [
+                cb.on_member_epoch(epoch, values, lambda i=i: self.member_state(i)) for cb in self.member_callbacks[i]
+            ]
+            if any(said):
+                self.stop(i, "early_stopped")
+
+    def member_state(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s weights now, with the state-dict keys of the single executor's module (``model.…``)."""
+        state = {f"model.{n}": p[i].detach().clone() for n, p in self._params().items()}
+        return state | {f"model.{n}": b[i].clone() for n, b in self.stacked_buffers.items()}
 
     def member_history(self, i: int) -> dict[str, list[float]]:
         """Member ``i``'s per-epoch values up to the epoch it stopped in (a member that diverged has, like its

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from techbench.specs import EffectiveRun, RunConfig
-from techbench.techniques import FAMILIES
+from techbench.techniques import FAMILIES, Fit
 from techbench.training.effective import build_run_model, resolve
-from techbench.training.evaluation import measure, throughput
+from techbench.training.evaluation import measure, select_weights, throughput
 from techbench.training.fit import step_memory_mb
 from techbench.training.result import RunResult
 from techbench.training.stack_module import StackedModule
@@ -55,11 +55,11 @@ def unstackable(run: EffectiveRun, data: DataSplits | None = None, model: nn.Mod
 
 
 def _refusal(family, spec: dict, config: dict, model, n_train: int) -> str | None:
-    """Why ``family``'s component keeps seeds from sharing a stack: its own answer, else the callbacks or the
-    objective terms computed from one model it adds, which a stack does not apply (per-parameter penalties,
-    decay and proximal steps it applies per member)."""
+    """Why ``family``'s component keeps seeds from sharing a stack: its own answer, else callbacks without a
+    stack-member form, or objective terms computed from one model (per-parameter penalties, decay and proximal
+    steps a stack applies per member)."""
     said = family.unstackable(spec, config)
-    if said is None and family.callbacks(spec, config):
+    if said is None and family.member_callbacks(spec, config) is None:
         said = f"{family.name} {spec['name']} (callbacks of one model)"
     if said is None and model is not None:
         objective = family.objective(spec, model, n_train)
@@ -106,6 +106,17 @@ class StackedData(L.LightningDataModule):
         return InMemoryLoader(self.datas[0].x_val, self.datas[0].y_val, self.batch_size, shuffle=False)
 
 
+class MemberFit:
+    """What a family's ``select_weights`` sees of one stack member's fit: the member's model inside a module (state
+    dict keys ``model.…``, as the single executor's module has), its stand-in callbacks, the epochs it trained."""
+
+    def __init__(self, model: nn.Module, callbacks: dict[str, list], epochs_run: int):
+        self.module, self.callbacks, self.epochs_run = nn.ModuleDict({"model": model}), callbacks, epochs_run
+
+    def fit_for(self, family: str, run: EffectiveRun, data: DataSplits) -> Fit:
+        return Fit(self.module, self.callbacks.get(family, []), self.epochs_run, run.as_dict(), data)
+
+
 def train_stacked(cfg: RunConfig, seeds: list[int], data: DataSplits | None = None) -> list[RunResult]:
     """Train ``seeds`` of ``cfg`` as one stack; one result per seed, as the single executor would give it.
     ``data``: one dataset for every seed (a procedure's), instead of each seed's own draw."""
@@ -136,21 +147,24 @@ def refusal(members: list[tuple[RunConfig, int]], data: DataSplits | None = None
 
 
 def members_unstackable(runs: list[EffectiveRun], models: list[nn.Module]) -> str | None:
-    """None if the members can share one stack: each run stackable, and the runs equal but for their seed and their
-    optimizer, schedule, penalty and dropout hyperparameters (one architecture; a dropout rate varies per member only in
-    the batched-matrix path)."""
+    """None if the members can share one stack: each run stackable, and the runs equal but for their seed and the
+    hyperparameters of their optimizer, schedule, penalty, stopping rule and dropout (one architecture; a dropout
+    rate varies per member only in the batched-matrix path)."""
     why = unstackable(runs[0], model=models[0])
     if why is not None:
         return why
     shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
     if any(s != shapes[0] for s in shapes):
         return "not stackable: the members' models differ in architecture"
-    varying = ("optimizer", "schedule", "regularizer") + (
+    varying = ("optimizer", "schedule", "regularizer", "stopping") + (
         ("dropout",) if all(isinstance(m, nn.Sequential) for m in models) else ()
     )
     shared = [_shared_part(run, varying) for run in runs]
     if any(s != shared[0] for s in shared):
-        return "not stackable: the members differ in more than optimizer, schedule, penalty or dropout hyperparameters"
+        return (
+            "not stackable: the members differ in more than the hyperparameters of their optimizer, schedule,"
+            " penalty, stopping rule or dropout"
+        )
     return next((w for w in (unstackable(r, model=m) for r, m in zip(runs[1:], models[1:], strict=True)) if w), None)
 
 
@@ -168,7 +182,8 @@ def train_members(
     per member, as the single executor would give it. ``epoch_hooks`` see every member's epoch values and may stop
     members (a pruned trial)."""
     datas, runs, models, streams = _draw(members, data)
-    module = StackedModule(models, runs, streams)
+    watchers = [{f.name: f.member_callbacks(run[f.name], run.as_dict()) or [] for f in FAMILIES} for run in runs]
+    module = StackedModule(models, runs, streams, [[c for cbs in w.values() for c in cbs] for w in watchers])
     module.epoch_hooks.extend(epoch_hooks or [])
     trainer = make_trainer(runs[0].hardware, runs[0].train)
     start = time.perf_counter()
@@ -190,8 +205,11 @@ def train_members(
         # The global stream where the member's sequential run leaves it (after its dropout draws): Monte-Carlo
         # evaluation then samples as that run does.
         torch.set_rng_state(streams[i].get_state())
-        metrics, probs = measure(runs[i], model, datas[i])
-        metrics.update(shared)
+        for callback in (c for cbs in watchers[i].values() for c in cbs if hasattr(c, "finish")):
+            callback.finish(epochs)
+        metrics = select_weights(runs[i], datas[i], MemberFit(model, watchers[i], epochs))
+        measured, probs = measure(runs[i], model, datas[i])
+        metrics.update({**measured, **shared})
         result = RunResult.ended(
             runs[i],
             members[i][1],
