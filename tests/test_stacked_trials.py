@@ -147,3 +147,35 @@ def test_members_of_different_architectures_are_refused():
     input_layer = base.with_technique_params({"p_input": 0.2}, variant="input")
     assert refusal([(base, 0), (rate, 0)]) is None  # another rate: the same layers
     assert refusal([(base, 0), (input_layer, 0)]) == "not stackable: the members' models differ in architecture"
+
+
+@pytest.mark.parametrize(
+    "family,technique,hp", [("regularizer", "elastic_net", "lam"), ("stopping", "patience", "patience")]
+)
+def test_penalty_and_stopping_trials_stack_with_their_own_hyperparameters(tmp_path, family, technique, hp):
+    """A penalty's λ and a stopping rule's patience are tuned in one stack; each trial equals its run alone."""
+    from techbench.training.single import train_single
+    from techbench.tuning import tune_study
+
+    block = {
+        "family": family,
+        "techniques": [technique],
+        "seeds": 1,
+        **WORKLOAD,
+        "base": {"optimizer": {"name": "adam"}},
+    }
+    block["data"] = {"name": "debug", "label_noise": 0.3}
+    budget = {"techniques": [technique], "trials": 3, "stack": 3, "sampler": "random"}
+    params = parse_params({"studies": {"s": block}, "tuning": {"s": budget}})
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    summary = tune_study(params, "s", tracker=tracker, storage=storage, root=tmp_path)[technique]
+    runs = [tracker.read(r.info.run_id) for r in tracker.search("s", {"kind": "trial"})]
+    assert len(runs) == 3 and {r.tags["trials_stacked"] for r in runs} == {"3"}
+    assert len({r.config[family][hp] for r in runs}) == 3
+    study = optuna.load_study(study_name=summary["optuna_study"], storage=storage)
+    trial = study.trials[0]
+    cfg = params.study("s").run(technique).with_technique_params(trial.params, variant="t0")
+    alone = train_single(cfg, runs[0].seed)
+    record = next(r for r in runs if r.tags["optuna_trial"] == "0")
+    assert record.metrics["test/loss"] == pytest.approx(alone.metrics["test/loss"], rel=1e-4)
