@@ -16,6 +16,7 @@ varies the stopping rule measures both its last and its best-validation weights,
 
 from __future__ import annotations
 
+import math
 import tempfile
 from typing import Any
 
@@ -71,7 +72,7 @@ class HeldBestWeights:
         self.best_score, self.best_epoch, self._state = float("inf"), 0, None
 
     def on_member_epoch(self, epoch: int, values: dict[str, float], weights) -> bool:
-        current = values[MONITOR] if values[MONITOR] == values[MONITOR] else float("inf")
+        current = float("inf") if math.isnan(values[MONITOR]) else values[MONITOR]
         if self._state is None or current < self.best_score:
             self.best_score, self.best_epoch, self._state = current, epoch + 1, weights()
         return False

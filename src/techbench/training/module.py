@@ -102,6 +102,7 @@ class TechniqueModule(LeanHooks, L.LightningModule):
         self.model = model
         self.run = run
         self.objective = Objective.combine([f.objective(run[f.name], model, run.n_train) for f in FAMILIES])
+        self._penalty = self.objective.penalty  # built once: _cost runs every step
         self.divergence_loss = float(run.train["divergence_loss"])
         self._last_cost = 0.0
         self.log_ = log or FitLog()
@@ -138,7 +139,7 @@ class TechniqueModule(LeanHooks, L.LightningModule):
     def _cost(self, loss: torch.Tensor) -> torch.Tensor:
         """The cost the optimizer minimizes: the data loss plus every family's penalty terms. Logged losses stay
         the data loss, so runs with and without a penalty compare on the same scale."""
-        return loss if self.objective.penalty is None else loss + self.objective.penalty(self.model)
+        return loss if self._penalty is None else loss + self._penalty(self.model)
 
     def on_before_optimizer_step(self, optimizer):
         # Decoupled weight decay: shrink outside the gradient, once per update, with the current LR (AdamW).
