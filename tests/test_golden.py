@@ -30,7 +30,13 @@ WORKLOAD = {
 }
 # steps_per_epoch was computed with the accumulation rounded down then (4 for 18 batches of 4 micro-batches,
 # where Lightning makes 5 updates: see `updates`); it is the one number that moved, on purpose.
-NOT_COMPARED = {"steps_per_epoch"}
+# procedure/beats_median_frac was removed: the share of restarts below their own median is 1/2 by construction.
+NOT_COMPARED = {"steps_per_epoch", "procedure/beats_median_frac"}
+# Cases whose metrics moved on purpose, with why; their counts (updates, epochs) are still compared.
+MOVED = {
+    "batch_accumulate": "the last, partial group of micro-batches is now weighted by its own size, so that it"
+    " equals one batch of its examples (it was divided by k, as full groups are)",
+}
 
 
 def _cfg(case: dict):
@@ -94,7 +100,7 @@ def test_runs_reproduce_the_recorded_metrics(name):
     got = _results(case)
     for seed, want in case["seeds"].items():
         for key, value in want.items():
-            if key in NOT_COMPARED:
+            if key in NOT_COMPARED or (name in MOVED and key not in COUNTS):
                 continue
             assert key in got[int(seed)], (name, key)
             _close(name, key, float(got[int(seed)][key]), float(value))

@@ -32,14 +32,16 @@ class TrialOutcome:
 
     @property
     def score(self) -> float:
-        """The mean over the trial's seeds of the last validation accuracy; a diverged seed scores 0 (the worst
-        possible, not a failed trial); a procedure's run has no per-epoch curve: its kept solution's score."""
+        """The mean over the trial's seeds of the validation accuracy of the weights each keeps; a diverged seed
+        scores 0 (the worst possible, not a failed trial)."""
         return sum(_seed_score(r) for r in self.results) / len(self.results)
 
 
 def _seed_score(result: RunResult) -> float:
     if result.outcome == "diverged":
         return 0.0
+    if "val/kept_acc" in result.metrics:  # the weights the run keeps (restored best ones under early stopping)
+        return result.metrics["val/kept_acc"]
     curve = [v for v in result.histories.get(OBJECTIVE, []) if not math.isnan(v)]
     return curve[-1] if curve else result.metrics.get("final/val_acc", 0.0)
 

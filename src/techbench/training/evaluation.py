@@ -25,10 +25,14 @@ def select_weights(run: EffectiveRun, data: DataSplits, fit) -> dict[str, float]
 
 
 def measure(run: EffectiveRun, model: nn.Module, data: DataSplits) -> tuple[dict[str, float], torch.Tensor]:
-    """Test and train scores, calibration and every family's measurements of a trained model; and its test
-    probabilities (kept as an artifact by runs that save predictions)."""
+    """Test, kept-weights validation and train scores, calibration and every family's measurements of a trained
+    model; and its test probabilities (kept as an artifact by runs that save predictions)."""
     test = evaluate(model, data.x_test, data.y_test)
     metrics = {"test/acc": test["acc"], "test/loss": test["loss"]}
+    # The validation score of the weights the run keeps: what every choice (best technique, tuned trial) is made
+    # on, so a choice never needs the test split.
+    val = evaluate(model, data.x_val, data.y_val)
+    metrics.update({"val/kept_acc": val["acc"], "val/kept_loss": val["loss"]})
     metrics["train/final_acc"] = evaluate(model, data.x_train, data.y_train)["acc"]
     metrics["gen_gap"] = metrics["train/final_acc"] - metrics["test/acc"]
     probs = predict_probs(model, data.x_test)

@@ -105,6 +105,7 @@ class TechniqueModule(LeanHooks, L.LightningModule):
         self._penalty = self.objective.penalty  # built once: _cost runs every step
         self.divergence_loss = float(run.train["divergence_loss"])
         self._last_cost = 0.0
+        self._batch_counted = False
         self.log_ = log or FitLog()
         self.running = {stage: Running() for stage in ("train", "val")}
         self._epoch_start = 0.0
@@ -170,8 +171,13 @@ class TechniqueModule(LeanHooks, L.LightningModule):
         if self._diverging(cost):
             # Skip the update; a closure-driven optimizer (L-BFGS) needs a value, so it gets the loss.
             return cost if self.closure_kind == "backward" else None
-        self.running["train"].add(self._last_cost if cost is loss else loss, logits, y)
-        return cost
+        if not self._batch_counted:  # L-BFGS evaluates the loss again in its line search: count the first only
+            self._batch_counted = True
+            self.running["train"].add(self._last_cost if cost is loss else loss, logits, y)
+        return cost * micro_batch_weight(self.trainer, self.run, batch_idx, len(y))
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._batch_counted = False
 
     def _manual_step(self, batch):
         optimizer = self.optimizers()
@@ -230,11 +236,27 @@ class TechniqueModule(LeanHooks, L.LightningModule):
         values = self._log_stage("val")
         if self.trainer.state.fn == "fit":
             self.log_.put(self.current_epoch, values)
+            scheduler = None if self.automatic_optimization else self.lr_schedulers()
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and values:
+                scheduler.step(values["val/loss"])  # manual optimization (Newton): Lightning steps no scheduler
 
     def on_fit_end(self):
         self.log_.global_step = int(self.trainer.global_step)
         if self.trainer.world_size > 1 and self.trainer.is_global_zero:
             self.log_.dump()
+
+
+def micro_batch_weight(trainer: L.Trainer, run: EffectiveRun, batch_idx: int, size: int) -> float:
+    """Lightning divides each micro-batch's cost by k; weighting it by k·size/|group| makes the k summed
+    gradients the gradient of the mean over the group's examples, so accumulation equals one batch of k·b
+    also in each epoch's last, partial group (and when the last micro-batch is smaller)."""
+    k = int(run.train["accumulate_grad_batches"])
+    if k == 1:
+        return 1.0
+    loader = trainer.train_dataloader
+    step = k * loader.batch_size
+    start = (batch_idx // k) * step
+    return k * size / (min(start + step, loader.per_rank) - start)
 
 
 def configure(module: L.LightningModule, params: Any, run: EffectiveRun):

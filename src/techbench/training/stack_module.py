@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from techbench.specs import EffectiveRun
-from techbench.training.module import LeanHooks
+from techbench.training.module import LeanHooks, micro_batch_weight
 from techbench.training.stacked_objective import StackedObjective
 from techbench.training.stacked_optim import configure_stack
 from techbench.workloads import loss_fn
@@ -153,7 +153,9 @@ class StackedModule(LeanHooks, L.LightningModule):
             self.diverged_step[i] = int(self.global_step)
             self.stop(i, "diverged")
         self._count("train", logits, y, losses)
-        return torch.where(self.active, cost, 0.0).sum()
+        return torch.where(self.active, cost, 0.0).sum() * micro_batch_weight(
+            self.trainer, self.runs[0], batch_idx, y.shape[-1]
+        )
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

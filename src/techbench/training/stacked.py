@@ -79,6 +79,7 @@ class StackedLoader:
         self.y = ys[0] if self.same else torch.stack(ys)
         self.n, self.seeds, self.shuffle = len(xs[0]), seeds, shuffle
         self.batch_size = min(batch_size, self.n)
+        self.per_rank = self.n  # one process: every example is this rank's (InMemoryLoader's name)
         self.rows = torch.arange(len(seeds)).unsqueeze(1)
         self.epoch = 0
 
