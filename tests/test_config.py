@@ -228,3 +228,19 @@ def test_tuning_a_technique_without_a_search_space_is_an_error(raw_params):
         raw_params["tuning"]["optimizers"]["techniques"] = ["sgd", "fixed"]
         err = _error(raw_params)
     assert err.key == "tuning.optimizers.techniques[1]" and "no search space" in str(err)
+
+
+def test_baseline_defaults_to_the_family_default_and_must_be_a_configuration_of_the_study(raw_params):
+    study = raw_params["studies"]["optimizers"]
+    assert parse_params(raw_params).study("optimizers").baselines == {"debug_mlp": "adam"}  # the family's default
+    study["baseline"] = "sgd"
+    assert parse_params(raw_params).study("optimizers").baselines == {"debug_mlp": "sgd"}
+    study["baseline"] = "momentum"  # a registered optimizer the study does not run
+    err = _error(raw_params)
+    assert err.key == "studies.optimizers.baseline" and err.allowed == ["sgd", "adam"]
+    study["baseline"] = "sgd"
+    study["sweep"] = {"optimizer.lr": [0.01, 0.1]}
+    err = _error(raw_params)  # swept: the baseline is one point of the sweep
+    assert err.allowed == ["sgd@lr=0.01", "sgd@lr=0.1", "adam@lr=0.01", "adam@lr=0.1"]
+    study["baseline"] = "sgd@lr=0.1"
+    assert parse_params(raw_params).study("optimizers").baselines == {"debug_mlp": "sgd@lr=0.1"}

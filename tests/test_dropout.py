@@ -341,3 +341,19 @@ def test_every_entry_has_checked_defaults_and_a_well_formed_search_space(name):
         bound = bound_of(entry, hp)
         assert bound is not None, f"{name}.{hp}: tunable without a range (give the entry `bounds=`)"
         assert bound[0] is None or dim["low"] >= bound[0]
+
+
+def test_inverted_is_the_same_computation_as_standard_bit_for_bit(raw_params):
+    """`inverted` writes out x·m/(1−p) by hand; torch's nn.Dropout (`standard`) computes the same, drawing the
+    same mask: the two are one technique, so the default dropout study runs only `standard`."""
+    from techbench.config import parse_params
+    from techbench.training.single import train_single
+
+    block = {**raw_params["studies"]["optimizers"], "family": "dropout", "techniques": ["standard", "inverted"]}
+    block.update(
+        base={"optimizer": {"name": "adam"}}, technique_params={"standard": {"p": 0.3}, "inverted": {"p": 0.3}}
+    )
+    spec = parse_params({"studies": {"d": block}}).studies["d"]
+    a, b = (train_single(spec.run(t), 0) for t in ("standard", "inverted"))
+    assert a.histories["train/loss"] == b.histories["train/loss"]
+    assert a.metrics["test/loss"] == b.metrics["test/loss"] and a.metrics["test/acc"] == b.metrics["test/acc"]

@@ -35,6 +35,7 @@ def repo(tmp_path):
     for name, study in params["studies"].items():
         tuned = (params.get("tuning", {}).get(name) or {}).get("techniques", [])[:1]
         study.pop("workloads", None)
+        study.pop("baseline", None)  # its technique or sweep point may be shrunk away: the default baseline
         study.update(data={"name": "debug"}, model={"name": "mlp", "hidden": [16]}, seeds=2)
         study["train"] = {"epochs": 3, "batch_size": 32, "target_val_acc": 0.5}
         dropped = set()

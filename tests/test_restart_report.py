@@ -61,7 +61,7 @@ def _groups() -> dict[str, list[dict]]:
                 "test_acc": RR_TEST_ACC[s],
                 "test_loss": [[0.6, 0.5, 0.7, 0.6], [0.62, 0.52, 0.58, 0.68]][s],
             },
-            procedure={"beats_median_frac": [0.5, 0.25][s], "restarts_made": 4.0},
+            procedure={"restarts_made": 4.0},
             curves={
                 "expected_best_of_n": [[0.79, 0.82, 0.83, 0.84], [0.77, 0.80, 0.82, 0.83]][s],
                 "ensemble_acc": [[0.79, 0.83, 0.85, 0.86], [0.77, 0.81, 0.84, 0.85]][s],
@@ -69,9 +69,6 @@ def _groups() -> dict[str, list[dict]]:
             },
         )
         for s in (0, 1)
-    ]
-    init_default = [
-        _row("init_default", s, [0.80, 0.81][s], 12.0, {"val_loss": [[0.5, 0.6], [0.55, 0.65]][s]}) for s in (0, 1)
     ]
     init_he = [_row("init_he", s, [0.82, 0.84][s], 12.0, {"val_loss": [[0.4, 0.5], [0.45, 0.55]][s]}) for s in (0, 1)]
     ils = [
@@ -116,7 +113,6 @@ def _groups() -> dict[str, list[dict]]:
     ]
     return {
         "random_restarts": rr,
-        "init_default": init_default,
         "init_he": init_he,
         "iterated_local_search": ils,
         "snapshot_ensemble": snap,
@@ -136,14 +132,13 @@ def findings(tmp_path_factory):
     return restart_findings(_groups(), stem)
 
 
-def test_distribution_median_best_and_beats_median(findings):
+def test_distribution_median_and_best(findings):
     lines, _ = findings
     pooled = [v for seed in RR_VAL_LOSS for v in seed]
     assert statistics.median(pooled) == pytest.approx(0.49)
     text = _line(lines, "`random_restarts`", "validation loss over its 8")
     assert f"median {statistics.median(pooled):.4f}" in text and f"best {min(pooled):.4f}" in text
     assert "median 80.50 %" in text  # validation accuracy: (0.80 + 0.81) / 2
-    assert "37.5 ±" in text  # beats_median_frac: mean of 0.5 and 0.25
 
 
 def test_best_of_n_and_ensembles(findings):
@@ -165,8 +160,8 @@ def test_perturbation_snapshot_init_and_scheduling(findings):
     assert "-0.0750 ±" in ils
     snap = _line(lines, "`snapshot_ensemble`", "snapshot ensemble")
     assert "85.00 ±" in snap and "ensemble − last 2.50 ±" in snap and "snapshot − independent 1.00 ±" in snap
-    he = _line(lines, "`init_he`", "init_default")
-    assert "kept solution 2.50 ±" in he  # (0.82 − 0.80, 0.84 − 0.81)
+    he = _line(lines, "`init_he`", "random_restarts")  # PyTorch's default scheme
+    assert "kept solution -0.50 ±" in he  # (0.82 − 0.84, 0.84 − 0.83)
     assert "median 0.4750" in _line(lines, "`init_he`", "validation loss")
     abandon = _line(lines, "`early_abandon` vs `random_restarts`", "compute saved")
     assert "compute saved 37.5 ±" in abandon and "(7.5 vs 12.0 epochs)" in abandon and "quality lost 0.50 ±" in abandon
@@ -189,12 +184,12 @@ def test_missing_techniques_are_skipped(tmp_path):
     groups = _groups()
     only = {"random_restarts": groups["random_restarts"]}
     lines, figures = restart_findings(only, tmp_path / "only_rr")
-    assert not any("init_default" in ln or "accept rate" in ln or "compute saved" in ln for ln in lines)
+    assert not any("init_" in ln or "accept rate" in ln or "compute saved" in ln for ln in lines)
     assert figures
-    # Rows without restart fields (a single run) and an init scheme without init_default: no error.
+    # Rows without restart fields (a single run) and an init scheme without random_restarts: no error.
     plain = {"single": [{"seed": 0, "test_acc": 0.8, "technique": "single"}], "init_he": groups["init_he"]}
     lines, _ = restart_findings(plain, tmp_path / "plain")
-    assert not any("init_default" in ln for ln in lines)
+    assert not any("test accuracy −" in ln for ln in lines)
     # Scheduling without random_restarts falls back to the procedure's own count.
     lines, _ = restart_findings({"early_abandon": groups["early_abandon"]}, tmp_path / "abandon")
     assert any("saved 37.5 ±" in ln for ln in lines)

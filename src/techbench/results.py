@@ -32,6 +32,7 @@ class StudyResults:
     configs: dict[str, dict[str, Any]]  # "<workload>/<label>" -> configuration as trained
     runs: list[dict[str, Any]]  # rows, see analysis/rows.py
     probes: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, str] = field(default_factory=dict)  # workload -> label the others are tested against
     schema: int = SCHEMA
 
     def workloads(self) -> list[str]:

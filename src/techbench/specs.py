@@ -180,6 +180,7 @@ class StudySpec:
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # probe -> resolved hyperparameters
     fixed: dict[str, dict[str, Any]] = field(default_factory=dict)  # the components of slots not varied
     execution: str = "sequential"  # or "vectorized": the seeds of a config trained as one stack
+    baselines: dict[str, str] = field(default_factory=dict)  # workload -> the label the others are tested against
 
     def run(self, technique: str, workload: str | None = None) -> RunConfig:
         """The default (unswept) config of a technique on a workload (default: its first workload)."""

@@ -116,6 +116,7 @@ def export_study(params: Params, study: str, tracker: Tracker | None = None, roo
         configs={f"{c.workload}/{c.label}": _config(c, spec, records) for c in spec.runs},
         runs=rows,
         probes=probe_results(spec, params.hardware, tracker),
+        baselines=spec.baselines,
     )
     metrics = aggregate(rows, family.summary if family else ())
     decomposition = bias_variance(tracker, spec, records)

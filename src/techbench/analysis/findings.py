@@ -1,15 +1,20 @@
-"""What the numbers say: rankings and paired comparisons over seeds, in sentences."""
+"""What the numbers say: the configuration chosen on validation, and every other one tested against the study's
+baseline on test data, paired over seeds, Holm-adjusted across all comparisons of the report, in sentences."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from techbench.analysis.rows import value
-from techbench.analysis.stats import Estimate, mean_ci, paired_diff_ci
+from techbench.analysis.stats import Estimate, mean_ci, paired_diff_ci, paired_test
+
+Groups = dict[str, list[dict[str, Any]]]
+ALPHA = 0.05
+MIN_SEEDS = 5  # below this the protocol's intervals are too wide to resolve a few points: the report says so
 
 
 def by_seed(rows: list[dict[str, Any]], metric: str) -> dict[int, float]:
@@ -34,47 +39,77 @@ def holm(pvalues: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def compare_to_best(groups: dict[str, list[dict[str, Any]]], metric: str = "test_acc") -> dict[str, Any]:
-    """Rank techniques by mean ``metric``; paired difference of each to the best, Holm-adjusted."""
-    means = {t: mean_ci([r[metric] for r in rows if r.get(metric) is not None]) for t, rows in groups.items()}
+@dataclass(frozen=True)
+class Comparison:
+    """One configuration against the baseline of its workload, on ``metric``, paired over seeds."""
+
+    workload: str
+    label: str
+    baseline: str
+    diff: Estimate  # mean(label − baseline), with the interval of the adjusted level once ``adjust`` ran
+    p: float  # raw two-sided p, Holm-adjusted once ``adjust`` ran
+    kind: str  # "varies", "constant", "identical" or "too few" (analysis.stats.paired_test)
+    m: int = 1  # comparisons in the family the p and the interval are adjusted over
+
+    @property
+    def significant(self) -> bool:
+        return math.isfinite(self.p) and self.p < ALPHA
+
+
+def compare(workload: str, groups: Groups, baseline: str, metric: str = "test_acc") -> list[Comparison]:
+    """Each configuration of the workload against ``baseline``: unadjusted, in the groups' order."""
+    if baseline not in groups:
+        return []
+    base = by_seed(groups[baseline], metric)
+    out = []
+    for label, rows in groups.items():
+        if label == baseline:
+            continue
+        a = by_seed(rows, metric)
+        p, kind = paired_test(a, base)
+        out.append(Comparison(workload, label, baseline, paired_diff_ci(a, base), p, kind))
+    return out
+
+
+def adjust(comparisons: list[Comparison], groups_of: dict[str, Groups], metric: str = "test_acc") -> list[Comparison]:
+    """Holm across every comparison given (a report's), and intervals at the Bonferroni level 1 − α/m, so an
+    interval that excludes 0 is a test Holm also rejects (Holm may reject a few more)."""
+    testable = [c for c in comparisons if math.isfinite(c.p)]
+    m = len(testable)
+    adjusted = dict(zip(map(id, testable), holm([c.p for c in testable]), strict=True)) if m else {}
+    out = []
+    for c in comparisons:
+        if id(c) not in adjusted:
+            out.append(c)
+            continue
+        groups = groups_of[c.workload]
+        a, b = by_seed(groups[c.label], metric), by_seed(groups[c.baseline], metric)
+        diff = paired_diff_ci(a, b, confidence=1 - ALPHA / m)
+        out.append(replace(c, p=adjusted[id(c)], diff=diff, m=m))
+    return out
+
+
+def chosen_on_validation(groups: Groups) -> str | None:
+    """The configuration with the highest mean validation accuracy of the weights its runs keep: the report's
+    "best" is chosen where a tuner would choose it, never on test."""
+    means = {t: mean_ci([r.get("val_acc") for r in rows if r.get("val_acc") is not None]) for t, rows in groups.items()}
     ranked = sorted((t for t in means if means[t].n), key=lambda t: -means[t].mean)
-    if not ranked:
-        return {"ranked": [], "means": means, "diffs": {}}
-    best = ranked[0]
-    diffs: dict[str, tuple[Estimate, float]] = {}
-    raw_p = []
-    for t in ranked[1:]:
-        a, b = by_seed(groups[best], metric), by_seed(groups[t], metric)
-        common = sorted(set(a) & set(b))
-        d = paired_diff_ci(b, a)
-        p = float("nan")
-        if len(common) >= 2 and np.ptp([b[s] - a[s] for s in common]) > 0:
-            p = float(stats.ttest_rel([b[s] for s in common], [a[s] for s in common]).pvalue)
-        diffs[t] = (d, p)
-        raw_p.append(p if math.isfinite(p) else 1.0)
-    for t, p_adj in zip(list(diffs), holm(raw_p) if raw_p else [], strict=True):
-        diffs[t] = (diffs[t][0], p_adj)
-    return {"ranked": ranked, "means": means, "best": best, "diffs": diffs}
+    return ranked[0] if ranked else None
 
 
-def describe(groups: dict[str, list[dict[str, Any]]], metric: str = "test_acc") -> list[str]:
-    cmp = compare_to_best(groups, metric)
-    if not cmp["ranked"]:
+def describe(groups: Groups, comparisons: list[Comparison], baseline: str | None) -> list[str]:
+    """The sentences of one workload: the choice on validation, the baseline comparisons, divergence, seeds."""
+    best = chosen_on_validation(groups)
+    if best is None:
         return ["No finished runs of the current configuration."]
-    best = cmp["best"]
-    m = cmp["means"][best]
-    lines = [f"Highest mean {metric.replace('_', ' ')}: **{best}** ({m.fmt(100)} %, n={m.n} seeds)."]
-    tied, worse = [], []
-    for t, (d, p) in cmp["diffs"].items():
-        text = f"{t} ({d.fmt(100)} pp, Holm p={p:.3g})"
-        (worse if d.excludes(0.0) and p < 0.05 else tied).append(text)
-    if worse:
-        lines.append(
-            "Worse than the best, paired over seeds (95% CI of the difference excludes 0 and "
-            "Holm-adjusted p < 0.05): " + "; ".join(worse) + "."
-        )
-    if tied:
-        lines.append("Not distinguishable from the best with these seeds: " + "; ".join(tied) + ".")
+    val = mean_ci([r.get("val_acc") for r in groups[best] if r.get("val_acc") is not None])
+    test = mean_ci([r["test_acc"] for r in groups[best] if r.get("test_acc") is not None])
+    lines = [
+        f"Chosen on validation: **{best}** has the highest mean validation accuracy of its kept weights "
+        f"({val.fmt(100)} %, n={val.n} seeds); its test accuracy is {test.fmt(100)} %."
+    ]
+    if comparisons:
+        lines += _against_baseline(comparisons, baseline)
     diverged = {t: sum(r["outcome"] == "diverged" for r in rows) for t, rows in groups.items()}
     if any(diverged.values()):
         lines.append(
@@ -83,11 +118,36 @@ def describe(groups: dict[str, list[dict[str, Any]]], metric: str = "test_acc") 
             + "."
         )
     small = min(len(rows) for rows in groups.values())
-    if small < 5:
+    if small < MIN_SEEDS:
         lines.append(
-            f"With {small} seeds per technique the intervals are wide; differences below a few "
-            "percentage points are not resolved. Increase `seeds` in params.yaml to narrow them."
+            f"With {small} seeds per configuration (fewer than {MIN_SEEDS}) the intervals are wide; differences "
+            "below a few percentage points are not resolved. Increase `seeds` in params.yaml to narrow them."
         )
+    return lines
+
+
+def _against_baseline(comparisons: list[Comparison], baseline: str | None) -> list[str]:
+    m = comparisons[0].m
+    better, worse, tied, same = [], [], [], []
+    for c in comparisons:
+        if c.kind == "identical":
+            same.append(c.label)
+            continue
+        note = ", the same difference on every seed" if c.kind == "constant" else ""
+        text = f"{c.label} ({c.diff.fmt(100)} pp, Holm p={c.p:.3g}{note})"
+        (better if c.significant and c.diff.mean > 0 else worse if c.significant else tied).append(text)
+    lines = [
+        f"Against the baseline `{baseline}` (test accuracy minus the baseline's, paired over seeds; p Holm-adjusted "
+        f"over the report's {m} comparisons; intervals Bonferroni-simultaneous at {100 * (1 - ALPHA / m):.2f} %):"
+    ]
+    if better:
+        lines.append("Better than the baseline (Holm p < 0.05): " + "; ".join(better) + ".")
+    if worse:
+        lines.append("Worse than the baseline (Holm p < 0.05): " + "; ".join(worse) + ".")
+    if tied:
+        lines.append("Not distinguishable from the baseline with these seeds: " + "; ".join(tied) + ".")
+    if same:
+        lines.append("Identical test accuracy to the baseline on every seed: " + ", ".join(same) + ".")
     return lines
 
 

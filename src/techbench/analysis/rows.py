@@ -47,8 +47,10 @@ def row_from_record(record: RunRecord, target_val_acc: float) -> dict[str, Any]:
     m, tags, h = record.metrics, record.tags, record.histories
     curves = {k: list(h.get(k, [])) for k in CURVE_KEYS}
     val_acc = curves["val/acc"]
-    finite = [(v, i) for i, v in enumerate(val_acc) if _finite(v)]
-    best = max(finite, key=lambda t: (t[0], -t[1]))[1] if finite else None
+    # The best epoch by the monitor the kept weights are chosen on (ModelCheckpoint: lowest val/loss, the first
+    # of ties; NaN as +inf), so "best epoch" and the restored weights are the same epoch.
+    finite = [(v, i) for i, v in enumerate(curves["val/loss"]) if _finite(v)]
+    best = min(finite)[1] if finite else None
     row: dict[str, Any] = {
         "run_id": record.run_id,
         "config_hash": tags["config_hash"],
@@ -65,7 +67,10 @@ def row_from_record(record: RunRecord, target_val_acc: float) -> dict[str, Any]:
         "final_val_loss": curves["val/loss"][-1] if curves["val/loss"] else m.get("final/val_loss"),
         "final_val_acc": val_acc[-1] if val_acc else m.get("final/val_acc"),
         "best_epoch": None if best is None else best + 1,  # epochs trained, 1-based
-        "best_val_acc": None if best is None else val_acc[best],
+        "best_val_acc": None if best is None or best >= len(val_acc) else val_acc[best],
+        # What every choice is made on: the validation accuracy of the weights the run keeps (older records:
+        # the last epoch's, or a procedure's kept solution).
+        "val_acc": m.get("val/kept_acc", val_acc[-1] if val_acc else m.get("final/val_acc")),
         "n_params": record.config.get("n_params"),
         "n_train": record.config.get("n_train"),
         "learned_p": {k.split("dropout/p_", 1)[1]: v for k, v in m.items() if k.startswith("dropout/p_")},
@@ -82,10 +87,18 @@ def row_from_record(record: RunRecord, target_val_acc: float) -> dict[str, Any]:
 
 
 def _time_to_target(curves: dict[str, list[float]], steps_per_epoch: float | None, target: float) -> dict[str, Any]:
+    """Epochs, seconds and updates until validation accuracy first reached the target; a run that never did
+    is censored at its full length (``censored_at``), so averages over all seeds can count it."""
     hit = next((i for i, v in enumerate(curves["val/acc"]) if _finite(v) and v >= target), None)
     times = np.cumsum([t if _finite(t) else 0.0 for t in curves["time/epoch_s"]])
+    epochs = len(curves["val/acc"])
     return {
         "epochs_to_target": None if hit is None else hit + 1,
         "seconds_to_target": None if hit is None or hit >= len(times) else float(times[hit]),
         "updates_to_target": None if hit is None or steps_per_epoch is None else (hit + 1) * steps_per_epoch,
+        "censored_at": {
+            "epochs": epochs,
+            "seconds": float(times[-1]) if len(times) else None,
+            "updates": None if steps_per_epoch is None else epochs * steps_per_epoch,
+        },
     }

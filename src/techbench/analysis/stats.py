@@ -49,3 +49,32 @@ def paired_diff_ci(a: dict[int, float], b: dict[int, float], confidence: float =
     """CI of mean(a - b) over the seeds both have (paired seeds share init and data order)."""
     common = sorted(set(a) & set(b))
     return mean_ci([a[s] - b[s] for s in common], confidence)
+
+
+def paired_test(a: dict[int, float], b: dict[int, float]) -> tuple[float, str]:
+    """Two-sided paired t-test of mean(a - b) = 0 over the seeds both have, and what kind of difference it is.
+    A difference that is the same non-zero number on every seed has zero variance: its t statistic is
+    infinite, so p = 0 ("constant"), not the undefined value a t-test library returns; a difference of zero
+    on every seed is p = 1 ("identical"); fewer than two common seeds: NaN ("too few")."""
+    common = sorted(set(a) & set(b))
+    d = np.asarray([a[s] - b[s] for s in common], dtype=float)
+    if len(d) < 2:
+        return float("nan"), "too few"
+    if np.ptp(d) == 0:
+        return (1.0, "identical") if d[0] == 0 else (0.0, "constant")
+    return float(stats.ttest_rel([a[s] for s in common], [b[s] for s in common]).pvalue), "varies"
+
+
+def censored_median(times: list[float], reached: list[bool]) -> float | None:
+    """Kaplan-Meier median of a time to target where runs that never reached it are right-censored at their
+    full length (they count, as "at least this long"): the first time the estimated fraction still short of
+    the target drops to 1/2 or below; None if it never does (fewer than half reached it)."""
+    if not times:
+        return None
+    done = [t for t, r in zip(times, reached, strict=True) if r]
+    short = [t for t, r in zip(times, reached, strict=True) if not r]
+    if not done:
+        return None
+    sf = stats.ecdf(stats.CensoredData(uncensored=done, right=short)).sf
+    below = [q for q, p in zip(sf.quantiles, sf.probabilities, strict=True) if p <= 0.5]
+    return float(below[0]) if below else None

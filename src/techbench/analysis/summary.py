@@ -10,6 +10,7 @@ import numpy as np
 
 from techbench.analysis.rows import label, value
 from techbench.analysis.stats import mean_ci
+from techbench.analysis.target import UNITS, to_target
 
 HEADLINE = (
     "test_acc",
@@ -17,9 +18,7 @@ HEADLINE = (
     "final_val_loss",
     "best_epoch",
     "fit_s",
-    "epochs_to_target",
-    "seconds_to_target",
-    "updates_to_target",
+    "val_acc",
     "gen_gap",
     "throughput",
     "peak_memory_mb",
@@ -45,6 +44,11 @@ def aggregate(rows: list[dict[str, Any]], extra: tuple[str, ...] = ()) -> dict[s
     out: dict[str, dict[str, Any]] = {}
     for (workload, lab), group in groups(rows).items():
         entry: dict[str, Any] = {"n": len(group), "diverged": sum(r["outcome"] == "diverged" for r in group)}
+        for unit in UNITS:  # over every seed: the reached fraction and the censored (Kaplan-Meier) median
+            reached, timed, median = to_target(group, unit)
+            if timed:
+                entry["target_reached_frac"] = _round(reached / timed)
+                entry[f"{unit}_to_target_median"] = None if median is None else _round(median)
         for metric in dict.fromkeys((*HEADLINE, *extra)):
             est = mean_ci([v for r in group if (v := value(r, metric)) is not None])
             if est.n:

@@ -26,9 +26,10 @@ STUDY_KEYS = [
     "sweep",
     "probes",
     "execution",
+    "baseline",
 ]
 EXECUTION = ["sequential", "vectorized"]
-WORKLOAD_KEYS = ["data", "model", "train", "techniques", "sweep"]
+WORKLOAD_KEYS = ["data", "model", "train", "techniques", "sweep", "baseline"]
 
 
 def _mapping(key: str, value: Any, what: str) -> dict:
@@ -221,6 +222,7 @@ def parse_study(name: str, block: Any, hardware: dict[str, Any]) -> StudySpec:
                     f"{t!r} runs on no workload: list it in a workload's `techniques:`",
                     [w.name for w, _, _ in workloads],
                 )
+    baselines = _baselines(key, block, family, runs)
     execution = block.get("execution", "sequential")
     if execution not in EXECUTION:
         raise ConfigError(f"{key}.execution", f"unknown execution mode {execution!r}", EXECUTION)
@@ -234,4 +236,29 @@ def parse_study(name: str, block: Any, hardware: dict[str, Any]) -> StudySpec:
         probes=probes,
         fixed=fixed,
         execution=execution,
+        baselines=baselines,
     )
+
+
+def _baselines(key: str, block: dict, family, runs: list[RunConfig]) -> dict[str, str]:
+    """Per workload, the configuration (a technique, or "technique@variant" of a sweep) every other one is tested
+    against on test data: the workload's `baseline:`, else the study's, else the family's default technique (its
+    unswept run, else its first), else the workload's first configuration."""
+    if family is None:
+        if "baseline" in block:
+            raise ConfigError(f"{key}.baseline", "a study of probes only has no baseline")
+        return {}
+    workloads = block.get("workloads") or {}
+    out = {}
+    for w in dict.fromkeys(r.workload for r in runs):
+        labels = list(dict.fromkeys(r.label for r in runs if r.workload == w))
+        own = (workloads.get(w) or {}).get("baseline") if w in workloads else None
+        wkey = f"{key}.workloads.{w}.baseline" if own is not None else f"{key}.baseline"
+        given = own if own is not None else block.get("baseline")
+        if given is None:
+            name = family.default["name"]
+            given = name if name in labels else next((lab for lab in labels if lab.startswith(f"{name}@")), labels[0])
+        if given not in labels:
+            raise ConfigError(wkey, f"{given!r} is not a configuration of workload {w!r}", labels)
+        out[w] = given
+    return out

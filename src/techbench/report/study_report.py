@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from techbench.analysis.findings import describe
+from techbench.analysis.findings import Comparison, adjust, compare, describe
 from techbench.analysis.rows import label
 from techbench.report.document import Section
 from techbench.report.families import FindingsContext, load
@@ -33,13 +33,18 @@ def _head(results: StudyResults, workloads: list[str]) -> Section:
         head.paragraphs.append(
             f"Family `{family['name']}` ({family['description']}): {len(results.techniques)} techniques on "
             f"{len(workloads)} workload(s) ({', '.join(f'`{w}`' for w in workloads)}). Cells are mean ± 95% "
-            "Student-t CI half-width over seeds; gen. gap = train accuracy (eval mode, end) − test accuracy; "
-            "best epoch = epoch of highest validation accuracy; wall time = Lightning fit time per run."
+            "Student-t CI half-width over seeds; rows are ordered by validation accuracy of the kept weights (what "
+            "every choice is made on); gen. gap = train accuracy (eval mode, end) − test accuracy; best epoch = "
+            "epoch of lowest validation loss (the monitor of restored weights); wall time = Lightning fit time per "
+            "run; to target = Kaplan-Meier median over all seeds, a seed that never reached the target counted as "
+            "censored at its full length."
         )
     return head
 
 
-def _workload(results: StudyResults, w: str, bias_variance: dict, figures: Path) -> list[Section]:
+def _workload(
+    results: StudyResults, w: str, bias_variance: dict, figures: Path, comparisons: list[Comparison]
+) -> list[Section]:
     groups = groups_of([r for r in results.runs if r["workload"] == w])
     own = {k: c for k, c in results.configs.items() if c.get("workload") == w}
     machines = sorted({r.get("machine", "unknown") for rows in groups.values() for r in rows})
@@ -57,7 +62,8 @@ def _workload(results: StudyResults, w: str, bias_variance: dict, figures: Path)
     swept = sweep_plot(groups, stem.with_name(stem.name + "_sweep.png"), f"{results.study} / {w}")
     if swept is not None:
         sec.figures.append(swept)
-    said = Section(f"What the numbers say (`{w}`)", paragraphs=describe(groups))
+    mine = [c for c in comparisons if c.workload == w]
+    said = Section(f"What the numbers say (`{w}`)", paragraphs=describe(groups, mine, results.baselines.get(w)))
     findings = load((results.family or {}).get("findings"))
     if findings is not None:
         default = (results.family or {}).get("default")
@@ -68,11 +74,19 @@ def _workload(results: StudyResults, w: str, bias_variance: dict, figures: Path)
     return [sec, said]
 
 
+def report_comparisons(results: StudyResults) -> list[Comparison]:
+    """Every configuration against its workload's baseline on test accuracy, Holm-adjusted over all of them."""
+    groups = {w: groups_of([r for r in results.runs if r["workload"] == w]) for w in results.workloads()}
+    raw = [c for w, g in groups.items() if w in results.baselines for c in compare(w, g, results.baselines[w])]
+    return adjust(raw, groups)
+
+
 def study_sections(results: StudyResults, metrics: dict, tuning: dict, figures: Path) -> list[Section]:
     workloads = results.workloads()
     sections = [_head(results, workloads)]
+    comparisons = report_comparisons(results)
     for w in workloads:
-        sections += _workload(results, w, metrics.get("bias_variance", {}), figures)
+        sections += _workload(results, w, metrics.get("bias_variance", {}), figures, comparisons)
     sections += probe_sections(results.probes, figures, results.study)
     if tuning:
         first = workloads[0] if workloads else None

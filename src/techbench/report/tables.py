@@ -9,6 +9,7 @@ from typing import Any
 from techbench.analysis.findings import tuned_vs_default
 from techbench.analysis.rows import value
 from techbench.analysis.stats import mean_ci
+from techbench.analysis.target import fmt_target
 from techbench.records import flatten
 from techbench.report.document import Section, Table
 
@@ -113,6 +114,7 @@ def results_table(groups: Groups, columns: list[dict[str, Any]]) -> Table:
     headers = [
         "technique",
         "n",
+        "val acc % (kept)",
         "test acc %",
         "gen. gap pp",
         "test loss",
@@ -121,16 +123,22 @@ def results_table(groups: Groups, columns: list[dict[str, Any]]) -> Table:
         "wall time s",
     ]
     if has_target:
-        headers += ["epochs to target", "seconds to target"]
+        headers += ["epochs to target", "updates to target", "seconds to target"]
     headers += [c["header"] for c in columns] + ["diverged", "MLflow runs"]
-    order = sorted(groups, key=lambda t: -(mean_ci([r["test_acc"] for r in groups[t]]).mean or 0))
+    order = sorted(groups, key=lambda t: -_mean(groups[t], "val_acc"))
     return Table(headers, [_row(t, groups[t], columns, has_target) for t in order])
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    est = mean_ci([r.get(key) for r in rows if r.get(key) is not None])
+    return est.mean if est.n else float("-inf")
 
 
 def _row(label: str, g: list[dict[str, Any]], columns: list[dict[str, Any]], has_target: bool) -> list[str]:
     row = [
         label,
         str(len(g)),
+        ci([r.get("val_acc") for r in g], 100),
         ci([r["test_acc"] for r in g], 100),
         ci([r.get("gen_gap") for r in g], 100),
         # A diverged run's loss is not an average-able number; its accuracy (chance or worse) is.
@@ -140,11 +148,7 @@ def _row(label: str, g: list[dict[str, Any]], columns: list[dict[str, Any]], has
         ci([r["fit_s"] for r in g], 1, 1),
     ]
     if has_target:
-        reached = [r for r in g if r.get("epochs_to_target") is not None]
-        row += [
-            f"{ci([r['epochs_to_target'] for r in reached], 1, 1)} ({len(reached)}/{len(g)} reached)",
-            ci([r["seconds_to_target"] for r in reached], 1, 2),
-        ]
+        row += [fmt_target(g, "epochs", 1), fmt_target(g, "updates", 0), fmt_target(g, "seconds", 2)]
     row += [ci([value(r, c["metric"]) for r in g], c["scale"], c["digits"]) for c in columns]
     diverged = [r for r in g if r["outcome"] == "diverged"]
     steps = sorted(int(r["diverged_step"]) for r in diverged if r.get("diverged_step") is not None)

@@ -27,7 +27,6 @@ from techbench.report.families.restarts_common import (
     members,
     pct,
     per_seed,
-    proc,
     random_like,
     tech,
 )
@@ -62,18 +61,15 @@ def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path
 
 
 def distribution(groups: Groups, ctx: FindingsContext) -> tuple[list[str], Path | None]:
-    """Box plus strip plot of every trained solution's final validation loss and accuracy per label; the median,
-    best and beats-the-median rate of the random-restart-like procedures."""
+    """Box plus strip plot of every trained solution's final validation loss and accuracy per label; the median
+    and best of the random-restart-like procedures."""
     labels = [lb for lb in sorted(groups) if members(groups[lb], "val_loss")]
     if not labels:
         return [], None
     lines = []
     for label in labels:
         rows = groups[label]
-        beats = mean_ci([proc(r, "beats_median_frac") for r in rows])
-        if not (
-            random_like(ctx.techniques.get(tech(label), {})) or beats.n
-        ):  # init_* schemes: their own sentences (_init_lines)
+        if not random_like(ctx.techniques.get(tech(label), {})):  # init_* schemes: their own sentences
             continue
         loss, acc = members(rows, "val_loss"), members(rows, "val_acc")
         text = (
@@ -82,8 +78,6 @@ def distribution(groups: Groups, ctx: FindingsContext) -> tuple[list[str], Path 
         )
         if acc:
             text += f"; validation accuracy median {pct(float(np.median(acc)))}, best {pct(max(acc))}"
-        if beats.n:
-            text += f"; a restart beats its run's median in {beats.fmt(100, 1)} % of cases (mean over seeds)"
         lines.append(text + ".")
     fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.1 * len(labels) + 3), 3.8))
     rng = np.random.default_rng(0)  # jitter of the strip plot only

@@ -78,10 +78,10 @@ def snapshot_lines(groups: Groups, ctx: FindingsContext) -> list[str]:
 
 
 def init_lines(groups: Groups, ctx: FindingsContext) -> list[str]:
-    """Each init scheme's validation-loss distribution and its test accuracy against PyTorch's default scheme,
-    by seed."""
+    """Each init scheme's validation-loss distribution and its test accuracy against PyTorch's default scheme
+    (plain random restarts), by seed."""
     schemes = labels(groups, ctx, lambda f: f.get("init") is not None)
-    default = next((lb for lb in schemes if ctx.flag(lb, "init") == "default"), None)
+    default = baseline(groups, ctx)
     base = groups.get(default) if default else None
     lines = []
     for label in schemes:
