@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from techbench.analysis.findings import adjust, chosen_on_validation, compare, describe, holm
+from techbench.analysis.profiles import profile, ratios, score
 from techbench.analysis.stats import censored_median, mean_ci, paired_diff_ci, paired_test
 from techbench.analysis.target import fmt_target, to_target
 
@@ -111,3 +112,13 @@ def test_the_best_is_chosen_on_validation_and_the_rest_tested_against_the_baseli
     assert any(ln.startswith("Better than the baseline") and "better (" in ln for ln in lines)
     assert any(ln.startswith("Identical test accuracy to the baseline on every seed: same") for ln in lines)
     assert not any("seeds per configuration" in ln for ln in lines)  # 5 seeds: no warning
+
+
+def test_performance_profile_and_score_by_hand():
+    times = {"w1": {"a": 10.0, "b": 20.0, "c": None}, "w2": {"a": 30.0, "b": 15.0, "c": 60.0, "only_w2": 1.0}}
+    r = ratios(times)
+    assert r == {"w1": {"a": 1.0, "b": 2.0, "c": math.inf}, "w2": {"a": 2.0, "b": 1.0, "c": 4.0}}
+    assert profile(r, "a", 1.0) == 0.5 and profile(r, "a", 2.0) == 1.0 and profile(r, "c", 3.9) == 0.0
+    # a: (1 + (log 4 − log 2) / log 4) / 2 = 0.75; c: reached w2 at exactly τ_max, unreached on w1: 0.
+    assert score(r, "a") == pytest.approx(0.75) and score(r, "b") == pytest.approx(0.75)
+    assert score(r, "c") == 0.0

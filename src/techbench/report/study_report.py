@@ -13,6 +13,7 @@ from techbench.report.document import Section
 from techbench.report.families import FindingsContext, load
 from techbench.report.plots import learning_curves, sweep_plot
 from techbench.report.probes import probe_sections
+from techbench.report.profiles import profile_section
 from techbench.report.tables import results_table, setup_lines, tuning_section
 from techbench.results import StudyResults
 
@@ -87,6 +88,9 @@ def study_sections(results: StudyResults, metrics: dict, tuning: dict, figures: 
     comparisons = report_comparisons(results)
     for w in workloads:
         sections += _workload(results, w, metrics.get("bias_variance", {}), figures, comparisons)
+    across = profile_section(results.runs, figures / f"{results.study}_profiles.png", results.study)
+    if across is not None:
+        sections.append(across)
     sections += probe_sections(results.probes, figures, results.study)
     if tuning:
         first = workloads[0] if workloads else None

@@ -30,6 +30,7 @@ from techbench.report.families.restarts_common import (
     random_like,
     tech,
 )
+from techbench.report.families.restarts_compute import did_nothing_lines, equal_compute_lines
 from techbench.report.families.restarts_procedures import (
     init_lines,
     perturbation_lines,
@@ -49,7 +50,14 @@ def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path
         text, fig = part(groups, ctx)
         lines += text
         figures += [fig] if fig else []
-    for part in (perturbation_lines, snapshot_lines, init_lines, scheduling_lines):
+    for part in (
+        equal_compute_lines,
+        did_nothing_lines,
+        perturbation_lines,
+        snapshot_lines,
+        init_lines,
+        scheduling_lines,
+    ):
         lines += part(groups, ctx)
     text, fig = compute(groups, ctx)
     lines += text

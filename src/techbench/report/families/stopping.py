@@ -35,12 +35,17 @@ def early_stopping_lines(
         last, best = by_seed(rows, "stop/test_acc_last"), by_seed(rows, "stop/test_acc_best")
         restored = paired_diff_ci(best, last)
         vs_full = paired_diff_ci(best, by_seed(base, "stop/test_acc_last"))
+        last_vs_full = paired_diff_ci(last, by_seed(base, "stop/test_acc_last"))
         saved = 100 * _mean(rows, "stop/epochs_saved") / budget if budget else float("nan")
+        fired = sum(bool(value(r, "stop/fired")) for r in rows)
+        never = " (never fired: the fixed budget under another name)" if fired == 0 and label != baseline else ""
         lines.append(
-            f"`{label}`: stopped at epoch {mean_ci([value(r, 'stop/epoch') for r in rows]).fmt(1, 1)} "
-            f"({saved:.0f} % of {budget:.0f} epochs saved); best-validation weights − last weights "
-            f"{restored.fmt(100)} pp; best weights − fixed budget's last {vs_full.fmt(100)} pp."
+            f"`{label}`: its rule fired on {fired}/{len(rows)} seeds{never}; stopped at epoch "
+            f"{mean_ci([value(r, 'stop/epoch') for r in rows]).fmt(1, 1)} ({saved:.0f} % of {budget:.0f} epochs "
+            f"saved); last weights − fixed budget's last {last_vs_full.fmt(100)} pp; best-validation weights − "
+            f"last weights {restored.fmt(100)} pp; best weights − fixed budget's last {vs_full.fmt(100)} pp."
         )
+    lines += _same_restored(groups)
     seed0 = next((r for r in base if r["seed"] == 0), base[0])
     val = seed0["curves"].get("val/loss") or []
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -57,6 +62,22 @@ def early_stopping_lines(
     ax.set(xlabel="epoch", ylabel="validation loss", title=f"{title}: where each rule stops (seed {seed0['seed']})")
     ax.legend(fontsize=6, loc="upper right")
     return lines, save_figure(fig, path)
+
+
+def _same_restored(groups: Groups) -> list[str]:
+    """Rules that restore the same best-validation epoch on every seed report the same test numbers: one
+    finding, said once; they differ only in when they stop (compute) and in their last weights."""
+    by_epochs: dict[tuple, list[str]] = {}
+    for label, rows in sorted(groups.items()):
+        key = tuple(sorted((r["seed"], value(r, "stop/best_epoch")) for r in rows))
+        by_epochs.setdefault(key, []).append(label)
+    return [
+        f"{', '.join(f'`{lb}`' for lb in same)} restore the same best-validation epoch on every seed: their "
+        f"restored-weight test numbers are one result, not {len(same)}; compare them on the epoch they stop "
+        "and on their last weights."
+        for same in by_epochs.values()
+        if len(same) > 1
+    ]
 
 
 def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path]]:
