@@ -188,7 +188,7 @@ def test_an_added_technique_or_family_runs_every_path(extended, name, tmp_path):
     md = (tmp_path / "reports" / f"{name}.md").read_text()
     for t in STUDIES[name]["techniques"]:
         assert f"| {t} | 2 |" in md
-    assert "## Tuned vs default" in md
+    assert "## Tuning budgets" in md and "| tuned test acc % |" in md
     if name == "toy":
         assert "toy findings for scaled, unit" in md
     # The single executor gives the stacked runs' numbers (seeds trained one at a time, a fresh store).

@@ -54,7 +54,8 @@ def repo(tmp_path):
         if "probes" in study:
             study["probes"] = {p: PROBE_SMOKE_HP.get(p, {}) for p in study["probes"]}
     for budget in params["tuning"].values():
-        budget.update(trials=3, techniques=budget["techniques"][:1])
+        budget.update(techniques=budget["techniques"][:1])
+        budget.update(budgets={"small": 2, "large": 3}) if "budgets" in budget else budget.update(trials=3)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
@@ -93,12 +94,14 @@ def test_dvc_repro_end_to_end(repo):
     assert set(metrics["debug_mlp"]) == set(techniques)
     assert all(m["n"] == 2 for m in metrics["debug_mlp"].values())
     tuning = json.loads((path / "results/optimizers/tuning.json").read_text())
-    assert list(tuning) == ["adam"] and tuning["adam"]["trials"] == 3 and len(tuning["adam"]["runs"]) == 2
+    first = params["tuning"]["optimizers"]["techniques"][0]
+    assert list(tuning) == [first] and tuning[first]["trials"] == 3 and len(tuning[first]["runs"]) == 2
+    assert [b["trials"] for b in tuning[first]["budgets"].values()] == [2, 3]
 
     md = (path / "reports/optimizers.md").read_text()
     for t in techniques:
         assert f"| {t} | 2 |" in md
-    assert "## What the numbers say (`debug_mlp`)" in md and "## Tuned vs default" in md
+    assert "## What the numbers say (`debug_mlp`)" in md and "## Tuning budgets" in md
     assert (path / "reports/figures/optimizers_debug_mlp_curves.png").stat().st_size > 10_000
     html = (path / "reports/index.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.split("<body>")[0]

@@ -114,3 +114,70 @@ def test_performance_profiles_across_workloads(tmp_path):
     assert rows["slow"] == ["0.250", "0.250", "1/2"]  # 2x the fastest on w1: (log 4 − log 2)/log 4 / 2 workloads
     assert sec.figures[0].exists()
     assert profile_section([r for r in runs if r["workload"] == "w1"], tmp_path / "q.png", "t") is None
+
+
+def _acc_rows(technique, variant, accs):
+    return [{"technique": technique, "variant": variant, "seed": s, "test_acc": a} for s, a in enumerate(accs)]
+
+
+def test_tuning_budgets_table_gain_over_one_shot_and_ranking_stability(tmp_path):
+    from techbench.report.tuning import tuning_section
+
+    default = {"a": [0.50, 0.52, 0.51], "b": [0.60, 0.61, 0.62], "c": [0.40, 0.41, 0.42]}
+    small = {"a": [0.55, 0.56, 0.57], "b": [0.61, 0.62, 0.63], "c": [0.45, 0.46, 0.47]}
+    large = {"a": [0.70, 0.71, 0.72], "b": [0.62, 0.63, 0.64], "c": [0.45, 0.46, 0.47]}
+
+    def info(t):
+        return {
+            "optuna_study": f"s/{t}/h",
+            "trials": 8,
+            "pruned": 1,
+            "budgets": {
+                "small": {
+                    "trials": 2,
+                    "best_trial": 1,
+                    "best_params": {"lr": 0.1},
+                    "best_val_acc": 0.5,
+                    "runs": _acc_rows(t, "tuned_small", small[t]),
+                },
+                "large": {
+                    "trials": 8,
+                    "best_trial": 6,
+                    "best_params": {"lr": 0.05},
+                    "best_val_acc": 0.6,
+                    "runs": _acc_rows(t, "tuned_large", large[t]),
+                },
+            },
+        }
+
+    tuning = {t: info(t) for t in default}
+    groups = {t: _acc_rows(t, "default", v) for t, v in default.items()}
+    sec = tuning_section(tuning, groups, tmp_path / "tb.png", "s")
+    table = sec.tables[0]
+    assert table.headers[:5] == [
+        "technique",
+        "one_shot test acc %",
+        "small test acc %",
+        "small − one_shot (pp)",
+        "small choice",
+    ]
+    row_a = table.rows[0]
+    assert row_a[0] == "a" and row_a[3].startswith("5.00 ±") and row_a[6].startswith("20.00 ±")
+    assert row_a[4] == "trial 1: lr=0.1 (val 50.0 %)"
+    text = " ".join(sec.paragraphs)
+    assert "small = 2 trials, large = 8 trials" in text
+    assert "one_shot: b > a > c" in text and "large: a > b > c" in text
+    assert "one_shot vs small τ = 1.00" in text and "one_shot vs large τ = 0.33" in text
+    assert sec.figures[0].exists()
+    # A summary written before budgets existed reads as one budget "tuned".
+    old = {
+        "a": {
+            "optuna_study": "s/a/h",
+            "trials": 4,
+            "pruned": 0,
+            "best_params": {"lr": 0.1},
+            "best_val_acc": 0.5,
+            "runs": _acc_rows("a", "tuned", small["a"]),
+        }
+    }
+    assert tuning_section(old, groups, tmp_path / "old.png", "s").tables[0].headers[2] == "tuned test acc %"

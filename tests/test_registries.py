@@ -138,3 +138,16 @@ def test_timm_loads_local_pretrained_file_through_timm(tmp_path):
     )
     assert torch.equal(dst.conv1[0].weight, src.conv1[0].weight)
     assert dst.get_classifier().out_features == 3
+
+
+def test_first_order_optimizers_search_the_same_decades_around_their_default_lr():
+    """Equal tuning budgets need search spaces of equal size: every first-order optimizer's LR is log-uniform over
+    default × 10^±2 (second-order methods, whose step of 1 is their own, search below 1)."""
+    from techbench.techniques import OPTIMIZERS
+
+    for entry in OPTIMIZERS:
+        space, lr = entry.search_space["lr"], entry.defaults["lr"]
+        if entry.info.closure is None:
+            assert space["log"] and (space["low"], space["high"]) == pytest.approx((lr / 100, lr * 100)), entry.name
+        else:
+            assert space["high"] <= 1.0, entry.name

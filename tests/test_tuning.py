@@ -43,3 +43,59 @@ def test_tune_command_on_the_debug_workload(workdir, raw_params):
     tuned = list(tracker.search("optimizers", {"variant": "tuned"}))
     # Same best configuration -> its seeds are already FINISHED and are not trained again.
     assert len(tuned) == (2 if resumed.best_params == study.best_params else 4)
+
+
+def test_tuning_budgets_are_nested_prefixes_of_one_study_each_re_run_on_the_evaluation_seeds(workdir, raw_params):
+    """budgets {small: 2, large: 5}: one study of 5 trials; small's choice is the best of trials 0-1 — what a
+    study of 2 trials alone chooses (same sampler seed) — and each budget's best is re-run over the study's seeds,
+    once per distinct trial."""
+    from conftest import write_params
+
+    from techbench.config import load_params
+    from techbench.tuning import best_within, tune
+
+    raw_params["tuning"] = {"optimizers": {"techniques": ["sgd"], "budgets": {"large": 5, "small": 2}}}
+    write_params(workdir / "params.yaml", raw_params)
+    assert main(["-q", "tune", "optimizers"]) == 0
+    summary = json.loads((workdir / "results" / "optimizers" / "tuning.json").read_text())["sgd"]
+    assert list(summary["budgets"]) == ["small", "large"] and summary["trials"] == 5
+    study = optuna.load_study(study_name=summary["optuna_study"], storage=storage_url())
+    small, large = summary["budgets"]["small"], summary["budgets"]["large"]
+    assert small["best_trial"] in (0, 1) and large["best_trial"] == study.best_trial.number
+    assert small["best_val_acc"] == max(t.value for t in study.trials[:2] if t.value is not None)
+    alone = tune(
+        load_params(workdir / "params.yaml").study("optimizers").run("sgd"),
+        2,
+        seed=1000,
+        storage=f"sqlite:///{workdir / 'alone.db'}",
+        tracker=Tracker(),
+    )
+    assert [t.params for t in alone.trials] == [t.params for t in study.trials[:2]]
+    assert best_within(alone, 2).params == small["best_params"]
+    assert all(len(b["runs"]) == 2 for b in (small, large))  # the study's 2 seeds
+    shared = small["best_trial"] == large["best_trial"]
+    assert (small["variant"] == large["variant"]) == shared
+    reruns = {
+        r.info.run_id for r in Tracker().search("optimizers", {"kind": "run"}) if "tuned" in r.data.tags["variant"]
+    }
+    assert len(reruns) == (2 if shared else 4)
+
+
+def test_budgets_and_trials_are_exclusive_and_budgets_must_be_positive_integers(raw_params):
+    import pytest
+
+    from techbench.config import parse_params
+    from techbench.errors import ConfigError
+
+    for block, key in [
+        ({"techniques": ["sgd"], "budgets": {"small": 0}}, "tuning.optimizers.budgets.small"),
+        ({"techniques": ["sgd"], "budgets": {"one_shot": 3}}, "tuning.optimizers.budgets.one_shot"),
+        ({"techniques": ["sgd"], "budgets": {"small": 3}, "trials": 4}, "tuning.optimizers.trials"),
+    ]:
+        raw_params["tuning"] = {"optimizers": block}
+        with pytest.raises(ConfigError) as info:
+            parse_params(raw_params)
+        assert info.value.key == key
+    raw_params["tuning"] = {"optimizers": {"techniques": ["sgd"], "budgets": {"large": 32, "small": 8}}}
+    spec = parse_params(raw_params).tuning["optimizers"]
+    assert spec.budgets == {"small": 8, "large": 32} and spec.trials == 32

@@ -202,6 +202,7 @@ class TuningSpec:
     stack: int = 1  # trials trained together as one stack
     trial_seeds: int = 1  # seeds per trial; the trial's score is their mean
     sampler: str = "tpe"  # tpe (constant liar), random, qmc
+    budgets: dict[str, int] = field(default_factory=dict)  # budget name -> trials (nested prefixes of one study)
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,15 @@ def _tell(study, outcome, tracker: Tracker, parent: str, name: str, stacked: int
         study.tell(trial, outcome.score)
 
 
+def best_within(study: optuna.Study, n: int) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial among the study's first ``n`` finished ones (by trial number): the result of a
+    search given a budget of ``n`` trials, since no trial depends on later ones."""
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    first = sorted((t for t in study.trials if t.state in done), key=lambda t: t.number)[:n]
+    complete = [t for t in first if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+
+
 def tune_study(
     params: Params,
     study: str,
@@ -142,36 +151,62 @@ def tune_study(
     tracker: Tracker | None = None,
     root: Path | None = None,
 ) -> dict[str, Any]:
-    """Tune each technique on the study's first workload, re-run its best configuration over the study's
-    seeds (a tuned score on the validation set it was chosen on is biased upward), and write
-    results/<study>/tuning.json."""
+    """Tune each technique on the study's first workload up to its largest budget, re-run the best configuration
+    of every budget over the evaluation seeds (a tuned score on the validation set it was chosen on is biased
+    upward; the trials train with a seed outside that set), and write results/<study>/tuning.json."""
     spec = params.study(study)
     budget = params.tuning.get(study)
     techniques = techniques or (budget.techniques if budget else [])
     tracker = tracker or Tracker()
-    n_trials = trials or (budget.trials if budget else 20)
+    budgets = dict(budget.budgets) if budget and budget.budgets else {"tuned": budget.trials if budget else 20}
+    if trials:  # the command line's --trials: one budget of that many trials
+        budgets = {"tuned": trials}
     seed, sampler_seed = (budget.seed, budget.sampler_seed) if budget else (0, 0)
     eval_seeds = (budget.eval_seeds if budget else 0) or spec.seeds
     summary: dict[str, Any] = {}
     for technique in techniques:
         base = spec.run(technique)
-        result = tune(base, n_trials, seed, sampler_seed, storage, tracker, spec.execution, budget)
-        tuned = base.with_technique_params(result.best_params, variant="tuned")
-        todo = [s for _, s in pending_runs(tracker, [(tuned, s) for s in range(eval_seeds)], force)]
-        for run in execute(tuned, todo, spec.execution) if todo else []:
-            tracker.write(run.record())
-        records = tracker.records(study, "run", {(tuned.config_hash(), s) for s in range(eval_seeds)})
-        target = spec.workloads[tuned.workload].target_value
+        result = tune(base, max(budgets.values()), seed, sampler_seed, storage, tracker, spec.execution, budget)
         states = [t.state.name for t in result.trials]
         summary[technique] = {
             "optuna_study": result.study_name,
-            "best_params": result.best_params,
-            "best_val_acc": result.best_value,
             "trials": len(states),
             "pruned": states.count("PRUNED"),
             "default_params": {k: v for k, v in base.components[base.family].items() if k != "name"},
-            "runs": [row_from_record(r, target) for _, r in sorted(records.items())],
+            "budgets": _rerun_budgets(spec, base, result, budgets, eval_seeds, tracker, force),
         }
+        largest = summary[technique]["budgets"][max(budgets, key=budgets.get)]
+        summary[technique].update(  # the largest budget's result, under the names one budget always had
+            best_params=largest["best_params"], best_val_acc=largest["best_val_acc"], runs=largest["runs"]
+        )
         log.info("tuned %s/%s: best val/acc %.4f with %s", study, technique, result.best_value, result.best_params)
     write_tuning(root or Path(params.paths["results"]), study, summary)
     return summary
+
+
+def _rerun_budgets(spec, base: RunConfig, study: optuna.Study, budgets, eval_seeds, tracker, force) -> dict:
+    """Per budget: its best trial, re-run over the evaluation seeds; a budget whose best trial an earlier one
+    already chose shares its runs (the same configuration is not trained twice)."""
+    out: dict[str, Any] = {}
+    chosen: dict[int, str] = {}
+    for name, n in budgets.items():
+        trial = best_within(study, n)
+        if trial is None:
+            out[name] = {"trials": n, "best_trial": None, "best_params": {}, "best_val_acc": None, "runs": []}
+            continue
+        variant = chosen.setdefault(trial.number, "tuned" if len(budgets) == 1 else f"tuned_{name}")
+        tuned = base.with_technique_params(trial.params, variant=variant)
+        todo = [s for _, s in pending_runs(tracker, [(tuned, s) for s in range(eval_seeds)], force)]
+        for run in execute(tuned, todo, spec.execution) if todo else []:
+            tracker.write(run.record())
+        records = tracker.records(spec.name, "run", {(tuned.config_hash(), s) for s in range(eval_seeds)})
+        target = spec.workloads[tuned.workload].target_value
+        out[name] = {
+            "trials": n,
+            "best_trial": trial.number,
+            "best_params": trial.params,
+            "best_val_acc": trial.value,
+            "variant": variant,
+            "runs": [row_from_record(r, target) for _, r in sorted(records.items())],
+        }
+    return out

@@ -49,7 +49,13 @@ TUNING_DEFAULTS: dict[str, Any] = {
     "stack": 1,  # trials trained together as one stack (1: one trial at a time)
     "trial_seeds": 1,  # seeds each trial trains (seed, seed+1, ...); its score is their mean validation accuracy
     "sampler": "tpe",
+    # Named tuning budgets (trial counts), each re-run on the evaluation seeds: {small: 8, large: 32}. The
+    # budgets are nested prefixes of one Optuna study of max(budgets) trials (a sampler's and the pruner's
+    # first n trials do not depend on the later ones), so the large budget costs its trials once. Empty: one
+    # budget "tuned" of `trials` trials.
+    "budgets": {},
 }
+RESERVED_BUDGETS = ["default", "one_shot"]
 SAMPLERS = ["tpe", "random", "qmc"]
 TOP_LEVEL = ["paths", "hardware", "studies", "tuning"]
 
@@ -79,11 +85,30 @@ def _tuning(name: str, block: Any, studies: dict[str, StudySpec]) -> TuningSpec:
     for field in ("trials", "stack", "trial_seeds"):
         if not isinstance(t[field], int) or t[field] < 1:
             raise ConfigError(f"{key}.{field}", f"{t[field]!r} is out of range: must be an integer >= 1")
+    t["budgets"] = _budgets(key, t["budgets"], t["trials"], block)
+    t["trials"] = max(t["budgets"].values())
     if t["sampler"] not in SAMPLERS:
         raise ConfigError(f"{key}.sampler", f"unknown sampler {t['sampler']!r}", SAMPLERS)
     for i, tech in enumerate(t["techniques"]):
         check_tunable(f"{key}.techniques[{i}]", studies[name], tech)
     return TuningSpec(study=name, **t)
+
+
+def _budgets(key: str, given: Any, trials: int, block: Any) -> dict[str, int]:
+    if not given:
+        return {"tuned": trials}
+    if not isinstance(given, dict):
+        raise ConfigError(f"{key}.budgets", "expected a mapping of budget name -> trials, e.g. {small: 8, large: 32}")
+    for name, n in given.items():
+        if name in RESERVED_BUDGETS or not str(name).isidentifier():
+            raise ConfigError(
+                f"{key}.budgets.{name}", "not a usable budget name (an identifier, not reserved)", RESERVED_BUDGETS
+            )
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"{key}.budgets.{name}", f"{n!r} is out of range: must be an integer >= 1")
+    if "trials" in (block or {}):
+        raise ConfigError(f"{key}.trials", "give either trials or budgets (the largest budget is the trial count)")
+    return dict(sorted(given.items(), key=lambda kv: kv[1]))
 
 
 def check_tunable(key: str, spec: StudySpec, technique: str) -> None:

@@ -1,6 +1,6 @@
 """One study's report sections, built from its results (results.py) alone: the head, per workload the setup,
 the results table, learning curves and sweep plot, and "What the numbers say" (the generic ranking plus the
-family's own findings, loaded by the name its results carry), then the probes and the tuned-vs-default table."""
+family's own findings, loaded by the name its results carry), then the probes and the tuning budgets."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from techbench.report.families import FindingsContext, load
 from techbench.report.plots import learning_curves, sweep_plot
 from techbench.report.probes import probe_sections
 from techbench.report.profiles import profile_section
-from techbench.report.tables import results_table, setup_lines, tuning_section
+from techbench.report.tables import results_table, setup_lines
+from techbench.report.tuning import tuning_section
 from techbench.results import StudyResults
 
 Groups = dict[str, list[dict[str, Any]]]
@@ -94,7 +95,12 @@ def study_sections(results: StudyResults, metrics: dict, tuning: dict, figures: 
     sections += probe_sections(results.probes, figures, results.study)
     if tuning:
         first = workloads[0] if workloads else None
-        sec = tuning_section(tuning, groups_of([r for r in results.runs if r["workload"] == first]))
+        sec = tuning_section(
+            tuning,
+            groups_of([r for r in results.runs if r["workload"] == first]),
+            figures / f"{results.study}_tuning_budgets.png",
+            results.study,
+        )
         sec.paragraphs.append(f"Tuned and compared on the study's first workload, `{first}`.")
         sections.append(sec)
     return sections

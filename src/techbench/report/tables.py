@@ -1,17 +1,16 @@
 """The tables and setup sentences of a study's report: what trained (the configuration as trained, with the
 settings that differ between techniques named per technique), the results table (mean ± 95% CI over seeds,
-plus the columns the family declares) and the tuned-vs-default table."""
+plus the columns the family declares)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from techbench.analysis.findings import tuned_vs_default
 from techbench.analysis.rows import value
 from techbench.analysis.stats import mean_ci
 from techbench.analysis.target import fmt_target
 from techbench.records import flatten
-from techbench.report.document import Section, Table
+from techbench.report.document import Table
 
 Groups = dict[str, list[dict[str, Any]]]
 SECTIONS = ("data", "model", "train", "hardware")
@@ -157,47 +156,6 @@ def _row(label: str, g: list[dict[str, Any]], columns: list[dict[str, Any]], has
         " ".join(f"`{r['run_id'][:8]}`" for r in sorted(g, key=lambda r: r["seed"])),
     ]
     return row
-
-
-def tuning_section(tuning: dict[str, Any], groups: Groups) -> Section:
-    sec = Section("Tuned vs default")
-    sec.paragraphs.append(
-        "Each tuned technique: an Optuna TPE search over its declared space (objective: final validation "
-        "accuracy, median pruning), then the best configuration re-run over the study's seeds and compared on the "
-        "test set, paired by seed with the default configuration (trials train with a seed outside that set)."
-    )
-    rows = []
-    for t, info in tuning.items():
-        tuned = info.get("runs", [])
-        diff = tuned_vs_default(groups.get(t, []), tuned)
-        params = ", ".join(f"{k}={_num(v)}" for k, v in info["best_params"].items())
-        default = ", ".join(f"{k}={_num(v)}" for k, v in info["default_params"].items() if k in info["best_params"])
-        rows.append(
-            [
-                t,
-                f"{info['trials']} ({info['pruned']} pruned)",
-                default,
-                params,
-                f"{100 * info['best_val_acc']:.2f}",
-                ci([r["test_acc"] for r in groups.get(t, [])], 100),
-                ci([r["test_acc"] for r in tuned], 100),
-                diff.fmt(100),
-                f"`{info['optuna_study']}`",
-            ]
-        )
-    headers = [
-        "technique",
-        "trials",
-        "default",
-        "tuned",
-        "search val acc %",
-        "default test acc %",
-        "tuned test acc %",
-        "tuned − default (pp)",
-        "Optuna study",
-    ]
-    sec.tables.append(Table(headers, rows))
-    return sec
 
 
 def _num(v: Any) -> str:

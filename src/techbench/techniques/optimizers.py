@@ -88,7 +88,12 @@ FAMILY = OptimizerFamily(
 )
 
 
-LR = {"low": 1e-4, "high": 1.0, "log": True}
+def lr_around(default: float, decades: int = 2) -> dict[str, Any]:
+    """Log-uniform over default × 10^±2: every first-order method searches the same 4 decades around its own."""
+    return {"low": default / 10**decades, "high": default * 10**decades, "log": True}
+
+
+LR = lr_around(0.01)
 
 
 @OPTIMIZERS.register(
@@ -106,7 +111,7 @@ def sgd(model, lr):
     "momentum",
     description="heavy-ball momentum: v ← γv + η∇J, θ ← θ − v",
     defaults={"lr": 0.01, "momentum": 0.9},
-    search_space={"lr": {"low": 1e-4, "high": 0.3, "log": True}, "momentum": {"low": 0.5, "high": 0.99}},
+    search_space={"lr": lr_around(0.01), "momentum": {"low": 0.5, "high": 0.99}},
     stacked=rules.momentum,
 )
 def momentum(model, lr, momentum):
@@ -117,7 +122,7 @@ def momentum(model, lr, momentum):
     "nesterov",
     description="Nesterov accelerated gradient: gradient at the look-ahead point θ − γv",
     defaults={"lr": 0.01, "momentum": 0.9},
-    search_space={"lr": {"low": 1e-4, "high": 0.3, "log": True}, "momentum": {"low": 0.5, "high": 0.99}},
+    search_space={"lr": lr_around(0.01), "momentum": {"low": 0.5, "high": 0.99}},
     stacked=rules.nesterov,
 )
 def nesterov(model, lr, momentum):
@@ -139,7 +144,7 @@ def adagrad(model, lr, eps):
     "rmsprop",
     description="RMSProp: G ← βG + (1−β)g², θ ← θ − η g / √(G + ε)",
     defaults={"lr": 0.001, "beta": 0.9, "eps": 1e-8},
-    search_space={"lr": {"low": 1e-5, "high": 1e-1, "log": True}},
+    search_space={"lr": lr_around(0.001)},
     stacked=rules.rmsprop,
 )
 def rmsprop(model, lr, beta, eps):
@@ -150,7 +155,7 @@ def rmsprop(model, lr, beta, eps):
     "adam",
     description="Adam: bias-corrected first and second moments, θ ← θ − η m̂ / (√v̂ + ε)",
     defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
-    search_space={"lr": {"low": 1e-5, "high": 1e-1, "log": True}},
+    search_space={"lr": lr_around(0.001)},
     stacked=rules.adam,
 )
 def adam(model, lr, beta1, beta2, eps):
@@ -162,7 +167,7 @@ def adam(model, lr, beta1, beta2, eps):
     description="AdamW: Adam with decoupled weight decay, θ ← θ − η m̂/(√v̂ + ε) − ηλθ",
     defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
     search_space={
-        "lr": {"low": 1e-5, "high": 1e-1, "log": True},
+        "lr": lr_around(0.001),
         "weight_decay": {"low": 1e-5, "high": 1e-1, "log": True},
     },
     stacked=rules.adamw,
@@ -176,7 +181,7 @@ def adamw(model, lr, beta1, beta2, eps, weight_decay):
     description="RAdam: Adam whose adaptive step is rectified by r_t while the variance of v̂ is intractable; "
     "for the first steps (torch: while ρ_t ≤ 5, i.e. t ≤ 5 at β2 = 0.999) it steps θ ← θ − η m̂ un-adapted",
     defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
-    search_space={"lr": {"low": 1e-5, "high": 1e-1, "log": True}},
+    search_space={"lr": lr_around(0.001)},
     stacked=rules.radam,
 )
 def radam(model, lr, beta1, beta2, eps):
@@ -193,7 +198,7 @@ def _check_lookahead(hp):
     description="Lookahead(Adam): k fast Adam steps, then slow weights φ ← φ + α(θ − φ) and fast weights θ ← φ",
     defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "k": 5, "alpha": 0.5},
     search_space={
-        "lr": {"low": 1e-5, "high": 1e-1, "log": True},
+        "lr": lr_around(0.001),
         "k": {"low": 3, "high": 10},
         "alpha": {"low": 0.3, "high": 0.9},
     },
@@ -212,8 +217,8 @@ def lookahead(model, lr, beta1, beta2, eps, k, alpha):
     "tensor, biases included; timm's global gradient-norm clipping is off",
     defaults={"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-6, "weight_decay": 0.01},
     search_space={
-        "lr": {"low": 1e-4, "high": 1e-1, "log": True},
-        "weight_decay": {"low": 1e-4, "high": 1e-1, "log": True},
+        "lr": lr_around(0.001),
+        "weight_decay": {"low": 1e-5, "high": 1e-1, "log": True},
     },
     stacked=rules.lamb,
 )
@@ -235,7 +240,7 @@ def _check_lars(hp):
     description="LARS (timm): per tensor, local lr λ = η_tc‖θ‖/(‖g‖ + β‖θ‖ + ε) (1 where either norm is 0), "
     "v ← μv + λ(g + βθ), θ ← θ − η v; applied to every tensor, biases included, no LARC clipping",
     defaults={"lr": 1.0, "momentum": 0.9, "trust_coeff": 0.001, "weight_decay": 5e-4},
-    search_space={"lr": {"low": 1e-2, "high": 10.0, "log": True}},
+    search_space={"lr": lr_around(1.0)},
     check=_check_lars,
     stacked=rules.lars,
 )
@@ -257,6 +262,7 @@ def _check_lbfgs(hp):
     description="L-BFGS: quasi-Newton direction from the last history_size (s, y) pairs, up to max_iter "
     "iterations per step with a strong-Wolfe line search; full batch",
     defaults={"lr": 1.0, "max_iter": 20, "history_size": 10, "line_search_fn": "strong_wolfe"},
+    # A step of 1 is the method's own (the line search scales it): its range lies below 1, not around it.
     search_space={"lr": {"low": 0.05, "high": 1.0, "log": True}},
     full_batch=True,
     closure="backward",
