@@ -200,3 +200,20 @@ def test_layerwise_rejects_one_zero_endpoint():
 
     with pytest.raises(ConfigError, match="lam_first"):
         _spec("l2_layerwise", lam_first=0.0, lam_last=1.0)
+
+
+def test_proximal_step_soft_thresholds_by_lr_lambda_over_m():
+    """The proximal step is w ← sign(w)·max(|w| − α·λ/m, 0) with the current learning rate α and no
+    preconditioning: the training module applies it after any optimizer's step (AdamW's convention for terms
+    outside the gradient). Biases are left alone."""
+    model, lam, lr = _model(), 40.0, 0.5
+    reg = build_regularizer(_spec("l1_proximal", lam=lam), model, M)
+    before = [p.detach().clone() for p in weight_params(model, include_bias=False)]
+    biases = [p.detach().clone() for n, p in model.named_parameters() if n.endswith("bias")]
+    reg.prox_(lr)
+    threshold = lr * lam / M
+    for w0, w1 in zip(before, weight_params(model, include_bias=False), strict=True):
+        torch.testing.assert_close(w1, torch.sign(w0) * (w0.abs() - threshold).clamp_min(0))
+        assert int((w1 == 0).sum()) == int((w0.abs() <= threshold).sum())
+    for b0, (n, b1) in zip(biases, [(n, p) for n, p in model.named_parameters() if n.endswith("bias")], strict=True):
+        assert torch.equal(b0, b1), n
