@@ -42,3 +42,4 @@ bench: $(STAMP)
 	python benchmarks/step_overhead.py
 	python benchmarks/seeds_parallel.py
 	python benchmarks/stacked_trials.py
+	python benchmarks/published_baselines.py

@@ -4,6 +4,8 @@ several) compared on where they stop and on their last weights."""
 
 from __future__ import annotations
 
+import pytest
+
 from techbench.report.families import FindingsContext
 from techbench.report.families.restarts_compute import did_nothing_lines, equal_compute_lines
 from techbench.report.families.stopping import early_stopping_lines
@@ -181,3 +183,19 @@ def test_tuning_budgets_table_gain_over_one_shot_and_ranking_stability(tmp_path)
         }
     }
     assert tuning_section(old, groups, tmp_path / "old.png", "s").tables[0].headers[2] == "tuned test acc %"
+
+
+def test_the_report_says_whether_the_baseline_converged():
+    """Flat or rising validation loss in the last quarter is converged; a loss still falling 10 % is not, and
+    the sentence says in how many seeds and by how much."""
+    from techbench.analysis.convergence import convergence_line, tail_improvement
+
+    rising = [1.0, 0.6, 0.5, 0.45, 0.44, 0.46, 0.5, 0.55]  # best of the last 2 epochs above the best before
+    falling = [1.0, 0.8, 0.6, 0.5, 0.45, 0.42, 0.40, 0.378]  # last quarter's best 10 % below 0.42
+    assert tail_improvement(rising) < 0 and tail_improvement(falling) == pytest.approx(0.1)
+    assert tail_improvement([1.0, float("nan"), 0.5, 0.4]) is None  # a diverged curve is not judged
+    done = convergence_line("adam", [{"curves": {"val/loss": rising}}] * 5)
+    assert "converged within the budget in 5/5 seeds" in done
+    mixed = convergence_line("sgd", [{"curves": {"val/loss": c}} for c in (rising, falling, falling)])
+    assert "**not converged** in 2/3 seeds" in mixed and "still fell 10.0 %" in mixed
+    assert convergence_line("single", [{"curves": {}}]) is None  # procedures have no curve

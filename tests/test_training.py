@@ -9,6 +9,7 @@ import torch
 
 from techbench.config import parse_params
 from techbench.techniques import OPTIMIZERS
+from techbench.techniques.batching import BATCHING
 from techbench.training.single import train_single
 from techbench.training.stacked import train_stacked
 from techbench.workloads import InMemoryLoader
@@ -87,6 +88,22 @@ def test_accumulation_through_lightning_equals_one_large_batch_including_the_par
     stacked = train_stacked(accumulated, [0, 1])
     assert stacked[0].metrics["test/loss"] == pytest.approx(b.metrics["test/loss"], rel=1e-5)
     assert stacked[1].metrics["test/loss"] == pytest.approx(train_single(large, 1).metrics["test/loss"], rel=1e-5)
+
+
+def test_a_fixed_batch_size_trains_at_its_own_learning_rate_and_a_scaling_rule_at_its_rule(raw_params):
+    """What tuning the batch study searches: mb_8's lr replaces the base optimizer's (0 keeps it); the linear
+    rule scales the base lr by B/B₀ instead."""
+    from techbench.training.effective import resolve
+    from techbench.workloads import load_dataset
+
+    data = load_dataset(_batching(raw_params, "default").data, 0)
+    own = resolve(_batching(raw_params, "mb_8", lr=0.05), data)
+    kept = resolve(_batching(raw_params, "mb_8"), data)
+    rule = resolve(_batching(raw_params, "large_linear", batch_size=160), data)
+    assert (own["optimizer"]["lr"], own.train["batch_size"]) == (0.05, 8)
+    assert (kept["optimizer"]["lr"], kept["optimizer"]["name"]) == (0.1, "momentum")
+    assert rule["optimizer"]["lr"] == pytest.approx(0.1 * 160 / 40) and rule.train["batch_size"] == 160
+    assert "lr" not in BATCHING.get("large_linear").search_space and BATCHING.get("mb_8").search_space["lr"]
 
 
 def test_lbfgs_line_search_evaluations_do_not_enter_the_train_loss(raw_params):

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from techbench.analysis.convergence import convergence_line
 from techbench.analysis.rows import value
 from techbench.analysis.stats import Estimate, mean_ci, paired_diff_ci, paired_test
 
@@ -110,6 +111,9 @@ def describe(groups: Groups, comparisons: list[Comparison], baseline: str | None
     ]
     if comparisons:
         lines += _against_baseline(comparisons, baseline)
+    converged = convergence_line(baseline, groups[baseline]) if baseline in groups else None
+    if converged:
+        lines.append(converged)
     diverged = {t: sum(r["outcome"] == "diverged" for r in rows) for t, rows in groups.items()}
     if any(diverged.values()):
         lines.append(

@@ -4,7 +4,9 @@ Each entry is a config transform ``(config, n_train, **hp) -> config`` applied t
 family's ``resolve`` hook) before training: it sets train.batch_size, train.accumulate_grad_batches and, for
 the large-batch rules, the optimizer or its learning rate. The study's ``train.batch_size`` is the reference
 batch B₀ of the scaling rules, and ``epochs: 0`` keeps the study's epoch budget (full batch needs many more
-epochs: one update each).
+epochs: one update each). The fixed-size regimes take an ``lr`` (0 = the base optimizer's own) that tuning
+searches per batch size: a batch size compared at one learning rate tuned for another measures the mismatch,
+not the batch size. The scaling rules set their learning rate by the rule they test.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from typing import Any
 
 from techbench.registry import Registry, build
 from techbench.techniques.family import Column, Family
-from techbench.techniques.optimizers import OPTIMIZERS
+from techbench.techniques.optimizers import OPTIMIZERS, lr_around
 
 BATCHING = Registry("batching")
 KEEP_EPOCHS = {"epochs": (0, None, True, True)}  # 0 = the study's epoch budget
+OWN_LR = {"lr": (0.0, None, True, True)}  # 0 = the base optimizer's learning rate, unchanged
+# Four decades around SGD's and momentum's default 0.01 (the study's base optimizer), as the optimizers search.
+LR_PER_BATCH = {"lr": lr_around(0.01)}
+FIXED = {"defaults": {"epochs": 0, "lr": 0.0}, "bounds": {**KEEP_EPOCHS, **OWN_LR}, "search_space": LR_PER_BATCH}
 
 
 def apply_batching(spec: dict[str, Any], config: dict[str, Any], n_train: int) -> dict[str, Any]:
@@ -53,7 +59,9 @@ FAMILY = BatchingFamily(
 )
 
 
-def _set(config, batch_size: int, epochs: int = 0, accumulate: int = 1) -> dict[str, Any]:
+def _set(config, batch_size: int, epochs: int = 0, accumulate: int = 1, lr: float = 0.0) -> dict[str, Any]:
+    if lr:
+        config["optimizer"]["lr"] = float(lr)
     config["train"]["batch_size"] = int(batch_size)
     config["train"]["accumulate_grad_batches"] = int(accumulate)
     if epochs:
@@ -69,33 +77,26 @@ def default(config, n_train):
 @BATCHING.register(
     "full_batch",
     description="batch gradient descent: every update uses the whole training set",
-    defaults={"epochs": 0},
-    bounds=KEEP_EPOCHS,
+    **FIXED,
 )
-def full_batch(config, n_train, epochs):
-    return _set(config, n_train, epochs)
+def full_batch(config, n_train, epochs, lr):
+    return _set(config, n_train, epochs, lr=lr)
 
 
 @BATCHING.register(
     "sgd_1",
     description="stochastic gradient descent: one example per update",
-    defaults={"epochs": 0},
-    bounds=KEEP_EPOCHS,
+    **FIXED,
 )
-def sgd_1(config, n_train, epochs):
-    return _set(config, 1, epochs)
+def sgd_1(config, n_train, epochs, lr):
+    return _set(config, 1, epochs, lr=lr)
 
 
 def _mini_batch(size: int):
-    def fn(config, n_train, epochs):
-        return _set(config, size, epochs)
+    def fn(config, n_train, epochs, lr):
+        return _set(config, size, epochs, lr=lr)
 
-    BATCHING.register(
-        f"mb_{size}",
-        description=f"mini-batch gradient descent, batch {size}",
-        defaults={"epochs": 0},
-        bounds=KEEP_EPOCHS,
-    )(fn)
+    BATCHING.register(f"mb_{size}", description=f"mini-batch gradient descent, batch {size}", **FIXED)(fn)
 
 
 for _size in (8, 16, 32, 64, 128, 256, 512):
@@ -151,8 +152,9 @@ def large_lamb(config, n_train, batch_size, epochs, lr):
 @BATCHING.register(
     "accumulate",
     description="gradient accumulation: k micro-batches of b examples, one update of k·b",
-    defaults={"micro_batch": 32, "k": 4, "epochs": 0},
-    bounds={**KEEP_EPOCHS, "k": (1, None, True, True)},
+    defaults={"micro_batch": 32, "k": 4, "epochs": 0, "lr": 0.0},
+    bounds={**KEEP_EPOCHS, **OWN_LR, "k": (1, None, True, True)},
+    search_space=LR_PER_BATCH,
 )
-def accumulate(config, n_train, micro_batch, k, epochs):
-    return _set(config, micro_batch, epochs, accumulate=k)
+def accumulate(config, n_train, micro_batch, k, epochs, lr):
+    return _set(config, micro_batch, epochs, accumulate=k, lr=lr)
