@@ -26,7 +26,7 @@ def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def repo(tmp_path):
-    for name in ("dvc.yaml", "params.yaml", "pipelines", "src", "benchmarks"):
+    for name in ("dvc.yaml", "params.yaml", "pipelines", "src", "benchmarks", ".gitignore"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
@@ -70,6 +70,10 @@ def repo(tmp_path):
     env.pop("OPTUNA_STORAGE", None)
     _sh(["git", "init", "-q"], tmp_path, env)
     _sh(["dvc", "init", "-q"], tmp_path, env)
+    # The project's DVC settings and plot templates (the offline page is written by `make install`).
+    shutil.copy(ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")
+    shutil.copy(ROOT / ".dvc" / ".gitignore", tmp_path / ".dvc" / ".gitignore")
+    shutil.copytree(ROOT / ".dvc" / "plots", tmp_path / ".dvc" / "plots")
     _sh(["git", "add", "-A"], tmp_path, env)
     _sh(["git", "commit", "-qm", "init"], tmp_path, env)
     return tmp_path, params, env
@@ -84,7 +88,7 @@ def test_dvc_repro_end_to_end(repo):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("optimizers")
-    runs = client.search_runs([exp.experiment_id], "tags.variant = 'default'")
+    runs = client.search_runs([exp.experiment_id], "tags.variant = 'default' AND tags.kind = 'run'")
     techniques = params["studies"]["optimizers"]["techniques"]
     expected = sorted(f"{t}/debug_mlp/seed{s}" for t in techniques for s in (0, 1))
     assert sorted(r.info.run_name for r in runs) == expected
@@ -105,6 +109,12 @@ def test_dvc_repro_end_to_end(repo):
     assert (path / "reports/figures/optimizers_debug_mlp_curves.png").stat().st_size > 10_000
     html = (path / "reports/index.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.split("<body>")[0]
+    # The page opens with the overview, then the studies in params.yaml's (the chapter's) order.
+    sections = [part.split('"', 1)[0] for part in html.split('<section id="')[1:]]
+    assert sections == ["overview", *params["studies"]]
+    overview = (path / "reports/README.md").read_text()
+    assert overview.startswith("# Overview") and "[optimizers](optimizers.md)" in overview
+    assert "chosen on validation" in overview and "| `debug_mlp` | **" in overview
 
     # Every study is a stage with a report; probes run once per seed and appear with their tables.
     for name, study in params["studies"].items():
@@ -120,9 +130,38 @@ def test_dvc_repro_end_to_end(repo):
     shown = _sh(["dvc", "metrics", "show", "--json"], path, env).stdout
     assert "test_acc_mean" in shown
     _sh(["dvc", "plots", "show", "-o", str(path / "plots_html")], path, env)
+    page = (path / "plots_html" / "index.html").read_text()
+    # Offline: the libraries are inlined, nothing is loaded from a network; one overlay figure per study and
+    # workload, every configuration of the workload in it.
+    assert "<script src=" not in page and "vega@5.20.2" in page and "vega-embed@6.18.2" in page
+    assert page.count("vegaEmbed('#") == len(params["studies"]) - 1  # gradient_computation has probes only
+    assert '"config": "' + params["studies"]["optimizers"]["techniques"][1] + '"' in page
 
     # Nothing changed: no stage runs, no new MLflow run.
     n_runs = len(client.search_runs([exp.experiment_id]))
     again = _sh(["dvc", "repro"], path, env).stdout
     assert "didn't change" in again or "up to date" in again.lower()
     assert len(client.search_runs([exp.experiment_id])) == n_runs
+    _fresh_clone_runs_every_stage_into_its_own_stores(path, env, n_runs)
+
+
+def _fresh_clone_runs_every_stage_into_its_own_stores(path: Path, env: dict, n_runs: int) -> None:
+    """Results and reports committed as a user commits them: a clone has no mlflow.db and no optuna.db, so
+    nothing may look done there. `dvc exp run --temp` runs the pipeline in a throwaway copy under
+    .dvc/tmp/exps; its runs and trials must land in the clone's own stores."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    assert optuna.get_all_study_summaries(f"sqlite:///{path / 'optuna.db'}")
+    _sh(["git", "add", "-A"], path, env)
+    _sh(["git", "commit", "-qm", "results"], path, env)
+    clone = path.parent / "clone"
+    _sh(["git", "clone", "-q", str(path), str(clone)], path.parent, env)
+    assert not (clone / "optuna.db").exists() and not (clone / "mlflow.db").exists()
+    _sh(["dvc", "exp", "run", "--temp"], clone, env)
+    studies = optuna.get_all_study_summaries(f"sqlite:///{clone / 'optuna.db'}")
+    assert studies and all(s.n_trials > 0 for s in studies)
+    client = MlflowClient(tracking_uri=f"sqlite:///{clone / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("optimizers")
+    assert len(client.search_runs([exp.experiment_id])) == n_runs
+    assert not list((clone / ".dvc").rglob("*.db"))

@@ -179,3 +179,31 @@ def test_penalty_and_stopping_trials_stack_with_their_own_hyperparameters(tmp_pa
     alone = train_single(cfg, runs[0].seed)
     record = next(r for r in runs if r.tags["optuna_trial"] == "0")
     assert record.metrics["test/loss"] == pytest.approx(alone.metrics["test/loss"], rel=1e-4)
+
+
+def test_batch_size_trials_with_their_own_learning_rates_stack_and_equal_each_alone():
+    """The batch study tunes each regime's lr: trials of mb_8 differ only in the optimizer lr once resolved, so
+    they share one stack, and each ends as mb_8 at its lr alone; regimes of different batch sizes do not stack."""
+    from techbench.training.effective import build_run_model, resolve
+    from techbench.training.single import train_single
+    from techbench.training.stacked import members_unstackable, train_members
+    from techbench.workloads import load_dataset
+
+    block = {
+        "family": "batching",
+        "techniques": ["mb_8", "mb_32"],
+        "seeds": 1,
+        "base": {"optimizer": {"name": "momentum"}},
+        **WORKLOAD,
+    }
+    spec = parse_params({"studies": {"b": block}}).study("b")
+    cfgs = [spec.run("mb_8").with_technique_params({"lr": lr}, variant=f"trial{i}") for i, lr in enumerate((0.3, 0.01))]
+    data = load_dataset(cfgs[0].data, 0)
+    runs = [resolve(c, data) for c in cfgs]
+    assert members_unstackable(runs, [build_run_model(r, data) for r in runs]) is None
+    other = resolve(spec.run("mb_32"), data)
+    assert "differ" in members_unstackable([runs[0], other], [build_run_model(r, data) for r in (runs[0], other)])
+    stacked = train_members([(c, 0) for c in cfgs])
+    for cfg, got in zip(cfgs, stacked, strict=True):
+        assert got.run["optimizer"]["lr"] == cfg.components["batching"]["lr"]
+        _same_run(got, train_single(cfg, 0))

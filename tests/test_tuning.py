@@ -24,11 +24,24 @@ def test_tune_command_on_the_debug_workload(workdir, raw_params):
     study = optuna.load_study(study_name=summaries[0].study_name, storage=storage_url())
     assert len(study.trials) == 4
     assert set(study.best_params) == {"lr"} and 1e-5 <= study.best_params["lr"] <= 1e-1
+    # What optuna-dashboard shows: a named objective, the study's identity, every trial's MLflow runs.
+    assert summaries[0].study_name.startswith("optimizers/adam/debug_mlp/")
+    assert study.metric_names == ["val_kept_acc"]
+    assert {k: study.user_attrs[k] for k in ("study", "technique", "workload")} == {
+        "study": "optimizers",
+        "technique": "adam",
+        "workload": "debug_mlp",
+    }
+    assert all(t.user_attrs["mlflow_run_ids"] for t in study.trials)  # pruned trials included
+    trials = json.loads((workdir / "results" / "optimizers" / "trials.json").read_text())["adam"]
+    assert [t["number"] for t in trials] == [0, 1, 2, 3]
+    assert [t["mlflow_run_ids"] for t in trials] == [t.user_attrs["mlflow_run_ids"] for t in study.trials]
 
     tracker = Tracker()
     parent = next(tracker.search("optimizers", {"kind": "tuning"}))
     children = list(tracker.search("optimizers", {"mlflow.parentRunId": parent.info.run_id}, finished_only=False))
-    assert len(children) == 4
+    assert sorted(c.data.tags["kind"] for c in children) == ["run"] * 2 + ["trial"] * 4  # re-runs: its children too
+    children = [c for c in children if c.data.tags["kind"] == "trial"]
     assert {c.data.tags["outcome"] for c in children} <= {"completed", "pruned", "diverged"}
     assert float(parent.data.metrics["best/val_acc"]) == study.best_value
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from techbench.errors import ConfigError
-from techbench.paths import read_paths
+from techbench.paths import read_paths, study_order
 
 EXIT_BAD_INPUT = 2
 
@@ -78,7 +78,10 @@ def cmd_report(args) -> None:
 
     paths = read_paths(args.params)
     studies = [args.study] if args.study else None
-    for path in write_reports(Path(paths["results"]), Path(paths["reports"]), Path(paths["benchmarks"]), studies):
+    order = study_order(args.params)
+    for path in write_reports(
+        Path(paths["results"]), Path(paths["reports"]), Path(paths["benchmarks"]), studies, order
+    ):
         print(f"wrote {path}")
 
 
@@ -110,9 +113,14 @@ def cmd_tune(args, params) -> None:
     tune_study(params, args.study, techniques, args.trials, args.storage, args.force)
 
 
+QUIET_LOGGERS = ("mlflow", "alembic", "matplotlib", "optuna", "lightning", "lightning.pytorch")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    for noisy in QUIET_LOGGERS:  # their INFO lines say nothing about the benchmark
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "report":
             cmd_report(args)

@@ -28,3 +28,10 @@ def read_paths(params_file: str | Path = "params.yaml") -> dict[str, str]:
     path = Path(params_file)
     raw = yaml.safe_load(path.read_text()) if path.is_file() else {}
     return parse_paths((raw or {}).get("paths"))
+
+
+def study_order(params_file: str | Path = "params.yaml") -> list[str]:
+    """The studies in the order params.yaml lists them (the chapter's order): the report's order."""
+    path = Path(params_file)
+    raw = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return list((raw or {}).get("studies") or {})

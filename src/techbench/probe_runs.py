@@ -90,7 +90,7 @@ def run_probes(spec: StudySpec, hardware: dict[str, Any], tracker: Tracker, forc
         for seed in range(spec.seeds):
             done = None if force else tracker.finished_run(spec.name, chash, seed)
             if done is not None:
-                log.info("skip probe %s/seed%d: finished as run %s", name, seed, done.info.run_id)
+                log.debug("skip probe %s/seed%d: finished as run %s", name, seed, done.info.run_id)
                 continue
             try:
                 result = run_probe(name, probe_context(spec, seed, hardware), hp).as_dict()

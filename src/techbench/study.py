@@ -16,7 +16,9 @@ from techbench.analysis.bias_variance import decompose_probs
 from techbench.analysis.rows import row_from_record
 from techbench.analysis.summary import aggregate, mean_curves, probe_means
 from techbench.errors import ConfigError
+from techbench.groups import group_parent, summarize_groups
 from techbench.probe_runs import probe_results, run_probes
+from techbench.progress import Progress
 from techbench.records import RunRecord
 from techbench.results import CURVE_COLUMNS, StudyResults, write_study
 from techbench.specs import Params, RunConfig, StudySpec
@@ -38,7 +40,7 @@ def pending_runs(tracker: Tracker, runs: list[tuple[RunConfig, int]], force: boo
         if done is None:
             yield cfg, seed
         else:
-            log.info("skip %s/%s/seed%d: finished as run %s", cfg.label, cfg.workload, seed, done.info.run_id)
+            log.debug("skip %s/%s/seed%d: finished as run %s", cfg.label, cfg.workload, seed, done.info.run_id)
 
 
 def preflight(spec: StudySpec) -> None:
@@ -78,15 +80,17 @@ def run_study(params: Params, study: str, force: bool = False, tracker: Tracker 
         run_probes(spec, params.hardware, tracker, force)
     _warm_up(spec)
     pending: dict[str, tuple[RunConfig, list[int]]] = {}  # config hash -> (config, its unfinished seeds)
-    for cfg, seed in pending_runs(tracker, [(c, s) for c in spec.runs for s in range(spec.seeds)], force):
+    wanted = [(c, s) for c in spec.runs for s in range(spec.seeds)]
+    for cfg, seed in pending_runs(tracker, wanted, force):
         pending.setdefault(cfg.config_hash(), (cfg, []))[1].append(seed)
-    trained = 0
+    progress = Progress(study, sum(len(seeds) for _, seeds in pending.values()), len(wanted))
     for cfg, seeds in pending.values():
+        parent = group_parent(tracker, cfg)  # the seeds are child runs of their configuration's group
         for result in execute(cfg, seeds, spec.execution):
-            run_id = tracker.write(result.record())
-            log.info("%s: %s test/acc=%.4f (%s)", result.name, result.outcome, result.metrics["test/acc"], run_id)
-            trained += 1
-    return trained
+            run_id = tracker.write(result.record("run", parent))
+            progress.done(f"{result.name}: {result.outcome} test/acc={result.metrics['test/acc']:.4f} ({run_id})")
+    progress.close()
+    return progress.k
 
 
 def _warm_up(spec: StudySpec) -> None:
@@ -118,6 +122,7 @@ def export_study(params: Params, study: str, tracker: Tracker | None = None, roo
         probes=probe_results(spec, params.hardware, tracker),
         baselines=spec.baselines,
     )
+    summarize_groups(tracker, spec, records)
     metrics = aggregate(rows, family.summary if family else ())
     decomposition = bias_variance(tracker, spec, records)
     if decomposition:  # joins the DVC metrics, so `dvc metrics diff` shows bias² and variance too

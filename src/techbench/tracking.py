@@ -10,6 +10,7 @@ did not finish and is trained again on resume.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from techbench.records import RunRecord, flatten
@@ -28,22 +29,36 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+# MLflow 3 opens an experiment without a kind in its GenAI view (traces); these are model-training runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 RECORD = "record.json"
 BATCH = 1000  # MLflow's limit of entries per log_batch
 PARAM_CHARS = 6000  # MLflow's limit of a param value
 
 
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else mlflow.db in the working directory, as an absolute sqlite URI
-    (relative sqlite paths break as soon as a process changes directory)."""
+    """MLFLOW_TRACKING_URI if set, else mlflow.db in the project root, as an absolute sqlite URI (relative
+    sqlite paths break as soon as a process changes directory)."""
     return absolute_sqlite(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
 
 
-def absolute_sqlite(url: str) -> str:
-    """sqlite:///relative.db -> sqlite:////abs/relative.db; any other URL unchanged."""
+def project_root(cwd: Path | None = None) -> Path:
+    """The directory relative store paths are read from: the working directory, except inside the throwaway
+    copy `dvc exp run --temp` / `--queue` makes (<root>/.dvc/tmp/exps/...), where it is <root>, so that an
+    experiment's runs and trials land in the project's stores instead of being deleted with the copy."""
+    cwd = (cwd or Path.cwd()).resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return cwd
+
+
+def absolute_sqlite(url: str, cwd: Path | None = None) -> str:
+    """sqlite:///relative.db -> sqlite:////<project root>/relative.db; any other URL unchanged."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/"):
-        url = prefix + str(Path(url[len(prefix) :]).resolve())
+        url = prefix + str((project_root(cwd) / url[len(prefix) :]).resolve())
     return url
 
 
@@ -52,6 +67,21 @@ def _artifact_location(uri: str) -> str | None:
     if uri.startswith("sqlite:"):
         return Path(uri.removeprefix("sqlite:///")).resolve().parent.joinpath("mlartifacts").as_uri()
     return None
+
+
+def _dataset_input(data: dict[str, Any], n_train: Any) -> DatasetInput:
+    """The run's training data as an MLflow input: its name, a digest of its generator parameters (the data is
+    generated from them, so equal digests mean equal data), the parameters themselves as the source."""
+    spec = json.dumps(data, sort_keys=True, default=str)
+    local = data.get("path")
+    dataset = Dataset(
+        name=str(data["name"]),
+        digest=hashlib.sha256(spec.encode()).hexdigest()[:12],
+        source_type="local" if local else "generator",
+        source=str(local) if local else spec,
+        profile=json.dumps({"n_train": n_train}),
+    )
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
 
 
 def git_commit() -> str:
@@ -72,9 +102,14 @@ class Tracker:
         if study not in self._experiments:
             exp = self.client.get_experiment_by_name(study)
             if exp is None:
-                exp_id = self.client.create_experiment(study, artifact_location=_artifact_location(self.uri))
+                exp_id = self.client.create_experiment(
+                    study, artifact_location=_artifact_location(self.uri), tags=EXPERIMENT_TAGS
+                )
             else:
                 exp_id = exp.experiment_id
+                for key, value in EXPERIMENT_TAGS.items():
+                    if exp.tags.get(key) != value:
+                        self.client.set_experiment_tag(exp_id, key, value)
             self._experiments[study] = exp_id
         return self._experiments[study]
 
@@ -96,6 +131,9 @@ class Tracker:
             self.client.log_batch(run_id, params=params[i : i + 100])
         for i in range(0, len(metrics), BATCH):
             self.client.log_batch(run_id, metrics=metrics[i : i + BATCH])
+        data = record.config.get("data")
+        if isinstance(data, dict) and data.get("name"):
+            self.client.log_inputs(run_id, [_dataset_input(data, record.config.get("n_train"))])
         self._artifacts(run_id, {**record.artifacts, RECORD: record.as_json()})
         self.client.set_terminated(run_id, "KILLED" if record.outcome == "pruned" else "FINISHED")
         self.client.set_tag(run_id, "complete", "1")  # last: the run counts as finished only now
@@ -124,6 +162,10 @@ class Tracker:
             self.experiment_id(study), run_name=run_name, tags={**tags, "git_commit": git_commit()}
         )
         return run.info.run_id
+
+    def adopt(self, run_id: str, parent_run_id: str) -> None:
+        """Make a finished run a child of ``parent_run_id`` (runs written before their parent existed)."""
+        self.client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
 
     def finish_parent(self, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
         now = int(time.time() * 1000)

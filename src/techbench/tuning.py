@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,31 @@ def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, 
     return hp
 
 
+OBJECTIVE = "val_kept_acc"  # validation accuracy of the weights each run keeps, mean over the trial's seeds
+
+
 def study_name(cfg: RunConfig) -> str:
-    return f"{cfg.study}/{cfg.technique}/{cfg.config_hash()}"
+    """<study>/<technique>/<workload>/<config hash>: readable in optuna-dashboard, unique per configuration."""
+    return f"{cfg.study}/{cfg.technique}/{cfg.workload}/{cfg.config_hash()}"
+
+
+def _describe(study: optuna.Study, cfg: RunConfig, seeds: list[int], sampler: str) -> None:
+    """What optuna-dashboard shows next to the trials: the objective's name and the study's identity."""
+    with warnings.catch_warnings():  # experimental since Optuna 3.2 and still the way to name the objective
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([OBJECTIVE])
+    attrs = {
+        "study": cfg.study,
+        "technique": cfg.technique,
+        "workload": cfg.workload,
+        "config_hash": cfg.config_hash(),
+        "trial_seeds": seeds,
+        "sampler": sampler,
+        "objective": "validation accuracy of the kept weights (val/kept_acc), mean over the trial seeds",
+    }
+    for key, value in attrs.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -86,12 +110,9 @@ def tune(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
         load_if_exists=True,
     )
-    parent = tracker.start_parent(
-        cfg.study,
-        f"tune/{cfg.technique}",
-        {"study": cfg.study, "technique": cfg.technique, "kind": "tuning", "optuna_study": name},
-    )
+    parent = tuning_parent(tracker, cfg)
     seeds = [seed + i for i in range(trial_seeds)]
+    _describe(study, cfg, seeds, sampler)
     refused = stack_refusal(cfg, seeds) if stack > 1 else None
     if refused:
         log.info("%s: trials one at a time (%s)", cfg.technique, refused)
@@ -110,6 +131,12 @@ def tune(
     best = {f"best.{k}": str(v) for k, v in study.best_params.items()}
     tracker.finish_parent(parent, {"best/val_acc": study.best_value}, best)
     return study
+
+
+def tuning_parent(tracker: Tracker, cfg: RunConfig) -> str:
+    """The MLflow parent of a technique's tuning: its trials' runs and the tuned re-runs are its children."""
+    tags = {"study": cfg.study, "technique": cfg.technique, "kind": "tuning", "optuna_study": study_name(cfg)}
+    return tracker.start_parent(cfg.study, f"tune/{cfg.technique}", tags)
 
 
 def _finished(study: optuna.Study) -> int:
@@ -164,9 +191,11 @@ def tune_study(
     seed, sampler_seed = (budget.seed, budget.sampler_seed) if budget else (0, 0)
     eval_seeds = (budget.eval_seeds if budget else 0) or spec.seeds
     summary: dict[str, Any] = {}
+    trials: dict[str, list[dict[str, Any]]] = {}
     for technique in techniques:
         base = spec.run(technique)
         result = tune(base, max(budgets.values()), seed, sampler_seed, storage, tracker, spec.execution, budget)
+        trials[technique] = [_trial_row(t) for t in result.trials]
         states = [t.state.name for t in result.trials]
         summary[technique] = {
             "optuna_study": result.study_name,
@@ -180,8 +209,18 @@ def tune_study(
             best_params=largest["best_params"], best_val_acc=largest["best_val_acc"], runs=largest["runs"]
         )
         log.info("tuned %s/%s: best val/acc %.4f with %s", study, technique, result.best_value, result.best_params)
-    write_tuning(root or Path(params.paths["results"]), study, summary)
+    write_tuning(root or Path(params.paths["results"]), study, summary, trials)
     return summary
+
+
+def _trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        OBJECTIVE: trial.value,
+        "params": trial.params,
+        "mlflow_run_ids": trial.user_attrs.get("mlflow_run_ids", []),
+    }
 
 
 def _rerun_budgets(spec, base: RunConfig, study: optuna.Study, budgets, eval_seeds, tracker, force) -> dict:
@@ -197,8 +236,9 @@ def _rerun_budgets(spec, base: RunConfig, study: optuna.Study, budgets, eval_see
         variant = chosen.setdefault(trial.number, "tuned" if len(budgets) == 1 else f"tuned_{name}")
         tuned = base.with_technique_params(trial.params, variant=variant)
         todo = [s for _, s in pending_runs(tracker, [(tuned, s) for s in range(eval_seeds)], force)]
+        parent = tuning_parent(tracker, base)
         for run in execute(tuned, todo, spec.execution) if todo else []:
-            tracker.write(run.record())
+            tracker.write(run.record("run", parent))
         records = tracker.records(spec.name, "run", {(tuned.config_hash(), s) for s in range(eval_seeds)})
         target = spec.workloads[tuned.workload].target_value
         out[name] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,11 +38,17 @@ def to_markdown(sections: list[Section], base: Path) -> str:
     return "\n".join(out)
 
 
+LINK = re.compile(r"\[([^\]]+)\]\(([\w.-]+?)(\.md)?\)")
+
+
 def _inline_md(text: str) -> str:
+    # [name](name.md) -> a link to the page's own section #name (the HTML page holds every study).
+    text = LINK.sub(lambda m: f"\x00{m.group(1)}\x01{m.group(2) if m.group(3) else m.group(2)}\x02", text)
     parts = html.escape(text).split("`")
     text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
     parts = text.split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+    text = "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+    return re.sub("\x00(.*?)\x01(.*?)\x02", lambda m: f'<a href="#{m.group(2)}">{m.group(1)}</a>', text)
 
 
 def to_html(sections: list[Section]) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from techbench.errors import ConfigError
 from techbench.report.document import Section, Table, to_html, to_markdown
-from techbench.report.study_report import study_sections
+from techbench.report.overview import overview_row, overview_section
+from techbench.report.study_report import groups_of, report_comparisons, study_sections
 from techbench.results import read_metrics, read_study, read_tuning
 from techbench.results import studies as available_studies
 
@@ -28,6 +29,17 @@ def benchmarks_section(folder: Path) -> Section | None:
     return sec
 
 
+def overview_rows(results) -> list[list[str]]:
+    comparisons = report_comparisons(results)
+    out = []
+    for w in results.workloads():
+        groups = groups_of([r for r in results.runs if r["workload"] == w])
+        row = overview_row(results, w, groups, comparisons, f"[{results.study}]({results.study}.md)")
+        if row is not None:
+            out.append(row)
+    return out
+
+
 def _items(value):
     """A measurement group (a dict) as its items; a single measurement as one item."""
     return value.items() if isinstance(value, dict) else [(None, value)]
@@ -37,21 +49,29 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>techbench repo
 body{{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:1em 0;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 7px}}
 th{{background:#f3f3f3}}img{{max-width:100%}}code{{background:#f5f5f5;padding:0 3px}}</style></head><body>
-<h1>techbench report</h1><p>Studies: {toc}. Runs are in MLflow (<code>mlflow ui --backend-store-uri
-sqlite:///mlflow.db</code>), tuning studies in Optuna (<code>optuna-dashboard sqlite:///optuna.db</code>).</p>
+<h1>techbench report</h1><p><a href="#overview">Overview</a>; studies: {toc}. Runs are in MLflow
+(<code>mlflow ui --backend-store-uri sqlite:///mlflow.db</code>), tuning studies in Optuna (<code>optuna-dashboard sqlite:///optuna.db</code>).</p>
 {body}</body></html>"""
 
 
 def write_reports(
-    results_root: Path, reports_dir: Path, benchmarks: Path, studies: list[str] | None = None
+    results_root: Path,
+    reports_dir: Path,
+    benchmarks: Path,
+    studies: list[str] | None = None,
+    order: list[str] | None = None,
 ) -> list[Path]:
+    """reports/<study>.md per study, reports/README.md (the overview) and reports/index.html (overview, then
+    every study, then the benchmarks); studies in ``order`` (params.yaml's, which follows the chapter), the
+    rest after them."""
     available = available_studies(results_root)
     for study in studies or []:
         if study not in available:
             raise ConfigError("study", f"no results for {study!r} yet: run `techbench run {study}` first", available)
-    studies = studies or available
+    rank = {s: i for i, s in enumerate(order or [])}
+    studies = sorted(studies or available, key=lambda s: (rank.get(s, len(rank)), s))
     figures = reports_dir / "figures"
-    written, bodies = [], []
+    written, bodies, rows, probe_only = [], [], [], []
     for study in studies:
         results = read_study(results_root, study)
         sections = study_sections(results, read_metrics(results_root, study), read_tuning(results_root, study), figures)
@@ -60,6 +80,15 @@ def write_reports(
         md.write_text(to_markdown(sections, reports_dir))
         written.append(md)
         bodies.append(f'<section id="{study}">' + to_html(sections) + "</section>")
+        mine = overview_rows(results)
+        rows += mine
+        if not mine:
+            probe_only.append(f"[{study}]({study}.md)")
+    overview = overview_section(rows, probe_only)
+    readme = reports_dir / "README.md"
+    readme.write_text(to_markdown([overview], reports_dir))
+    written.insert(0, readme)
+    bodies.insert(0, '<section id="overview">' + to_html([overview]) + "</section>")
     bench = benchmarks_section(benchmarks)
     if bench is not None:
         bodies.append(to_html([bench]))

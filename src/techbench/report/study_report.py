@@ -1,6 +1,7 @@
-"""One study's report sections, built from its results (results.py) alone: the head, per workload the setup,
-the results table, learning curves and sweep plot, and "What the numbers say" (the generic ranking plus the
-family's own findings, loaded by the name its results carry), then the probes and the tuning budgets."""
+"""One study's report sections, built from its results (results.py) alone: the head, per workload "What the
+numbers say" (the choice on validation, the comparisons with the baseline, the family's own findings, loaded by
+the name its results carry) and then the setup, results tables, learning curves and sweep plot it rests on, then
+the probes and the tuning budgets."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from techbench.report.families import FindingsContext, load
 from techbench.report.plots import learning_curves, sweep_plot
 from techbench.report.probes import probe_sections
 from techbench.report.profiles import profile_section
-from techbench.report.tables import results_table, setup_lines
+from techbench.report.tables import results_tables, setup_lines
 from techbench.report.tuning import tuning_section
 from techbench.results import StudyResults
 
@@ -57,7 +58,7 @@ def _workload(
             "the same numbers as one at a time): a run's wall time is the stack's fit time divided by its seeds."
         )
     columns = (results.family or {}).get("columns", [])
-    sec.tables.append(results_table(groups, columns))
+    sec.tables += results_tables(groups, columns)
     stem = figures / f"{results.study}_{w}"
     if any(r["curves"].get("val/loss") for rows in groups.values() for r in rows):  # procedures have none
         sec.figures.append(learning_curves(groups, stem.with_name(stem.name + "_curves.png"), f"{results.study} / {w}"))
@@ -73,7 +74,7 @@ def _workload(
         lines, figs = findings(groups, ctx)
         said.paragraphs += lines
         said.figures += figs
-    return [sec, said]
+    return [said, sec]  # what the numbers say first, then the setup and tables they come from
 
 
 def report_comparisons(results: StudyResults) -> list[Comparison]:

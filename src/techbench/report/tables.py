@@ -108,24 +108,22 @@ def _footnotes(configs: dict[str, Any]) -> list[str]:
     ]
 
 
-def results_table(groups: Groups, columns: list[dict[str, Any]]) -> Table:
+MAIN = ["technique", "n", "val acc % (kept)", "test acc %", "gen. gap pp", "test loss", "diverged"]
+
+
+def results_tables(groups: Groups, columns: list[dict[str, Any]]) -> list[Table]:
+    """Two tables, rows ordered by validation accuracy of the kept weights: the columns that decide a
+    comparison, then the details (losses, epochs, time, time to target, the family's own columns, the runs)."""
     has_target = any("epochs_to_target" in r for rows in groups.values() for r in rows)
-    headers = [
-        "technique",
-        "n",
-        "val acc % (kept)",
-        "test acc %",
-        "gen. gap pp",
-        "test loss",
-        "final val loss",
-        "best epoch",
-        "wall time s",
-    ]
-    if has_target:
-        headers += ["epochs to target", "updates to target", "seconds to target"]
-    headers += [c["header"] for c in columns] + ["diverged", "MLflow runs"]
     order = sorted(groups, key=lambda t: -_mean(groups[t], "val_acc"))
-    return Table(headers, [_row(t, groups[t], columns, has_target) for t in order])
+    details = ["technique (details)", "final val loss", "best epoch", "wall time s"]
+    if has_target:
+        details += ["epochs to target", "updates to target", "seconds to target"]
+    details += [c["header"] for c in columns] + ["MLflow runs"]
+    return [
+        Table(MAIN, [_main_row(t, groups[t]) for t in order]),
+        Table(details, [_detail_row(t, groups[t], columns, has_target) for t in order]),
+    ]
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
@@ -133,8 +131,10 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return est.mean if est.n else float("-inf")
 
 
-def _row(label: str, g: list[dict[str, Any]], columns: list[dict[str, Any]], has_target: bool) -> list[str]:
-    row = [
+def _main_row(label: str, g: list[dict[str, Any]]) -> list[str]:
+    diverged = [r for r in g if r["outcome"] == "diverged"]
+    steps = sorted(int(r["diverged_step"]) for r in diverged if r.get("diverged_step") is not None)
+    return [
         label,
         str(len(g)),
         ci([r.get("val_acc") for r in g], 100),
@@ -142,6 +142,13 @@ def _row(label: str, g: list[dict[str, Any]], columns: list[dict[str, Any]], has
         ci([r.get("gen_gap") for r in g], 100),
         # A diverged run's loss is not an average-able number; its accuracy (chance or worse) is.
         ci([r["test_loss"] for r in g if r["outcome"] != "diverged"], 1, 3),
+        f"{len(diverged)}" + (f" (at update {', '.join(map(str, steps))})" if steps else ""),
+    ]
+
+
+def _detail_row(label: str, g: list[dict[str, Any]], columns: list[dict[str, Any]], has_target: bool) -> list[str]:
+    row = [
+        label,
         ci([r["final_val_loss"] for r in g if r["outcome"] != "diverged"], 1, 3),
         ci([r["best_epoch"] for r in g], 1, 1),
         ci([r["fit_s"] for r in g], 1, 1),
@@ -149,13 +156,7 @@ def _row(label: str, g: list[dict[str, Any]], columns: list[dict[str, Any]], has
     if has_target:
         row += [fmt_target(g, "epochs", 1), fmt_target(g, "updates", 0), fmt_target(g, "seconds", 2)]
     row += [ci([value(r, c["metric"]) for r in g], c["scale"], c["digits"]) for c in columns]
-    diverged = [r for r in g if r["outcome"] == "diverged"]
-    steps = sorted(int(r["diverged_step"]) for r in diverged if r.get("diverged_step") is not None)
-    row += [
-        f"{len(diverged)}" + (f" (at update {', '.join(map(str, steps))})" if steps else ""),
-        " ".join(f"`{r['run_id'][:8]}`" for r in sorted(g, key=lambda r: r["seed"])),
-    ]
-    return row
+    return row + [" ".join(f"`{r['run_id'][:8]}`" for r in sorted(g, key=lambda r: r["seed"]))]
 
 
 def _num(v: Any) -> str:

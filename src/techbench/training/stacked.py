@@ -149,15 +149,17 @@ def refusal(members: list[tuple[RunConfig, int]], data: DataSplits | None = None
 
 def members_unstackable(runs: list[EffectiveRun], models: list[nn.Module]) -> str | None:
     """None if the members can share one stack: each run stackable, and the runs equal but for their seed and the
-    hyperparameters of their optimizer, schedule, penalty, stopping rule and dropout (one architecture; a dropout
-    rate varies per member only in the batched-matrix path)."""
+    hyperparameters of their optimizer, schedule, penalty, stopping rule, batch regime (as resolved: the same batch
+    size) and dropout (one architecture; a dropout rate varies per member only in the batched-matrix path)."""
     why = unstackable(runs[0], model=models[0])
     if why is not None:
         return why
     shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
     if any(s != shapes[0] for s in shapes):
         return "not stackable: the members' models differ in architecture"
-    varying = ("optimizer", "schedule", "regularizer", "stopping") + (
+    # A batch regime's own hyperparameters (a tuned lr) have landed in train and optimizer by resolve, which
+    # are compared (train) or per member (optimizer): its name alone must agree.
+    varying = ("optimizer", "schedule", "regularizer", "stopping", "batching") + (
         ("dropout",) if all(isinstance(m, nn.Sequential) for m in models) else ()
     )
     shared = [_shared_part(run, varying) for run in runs]
