@@ -21,10 +21,17 @@ PANELS = [
 ]
 
 
+STYLES = ("-", "--", ":", "-.")  # with tab10's colours: 40 configurations drawn apart
+
+
+def style(i: int) -> dict[str, Any]:
+    return {"color": plt.get_cmap("tab10")(i % 10), "linestyle": STYLES[(i // 10) % len(STYLES)]}
+
+
 def save_figure(fig, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps a legend placed outside the axes
     plt.close(fig)
     return path
 
@@ -44,21 +51,22 @@ def _band(rows: list[dict[str, Any]], key: str):
 
 def learning_curves(groups: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4))
-    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
     for i, (label, rows) in enumerate(sorted(groups.items())):
         for ax, (key, _, _) in zip(axes, PANELS, strict=True):
             x, mean, low, high = _band(rows, key)
             if len(x) == 0:
                 continue
-            ax.plot(x, mean, label=label, color=colors(i), lw=1.5)
-            ax.fill_between(x, low, high, color=colors(i), alpha=0.18, lw=0)
+            ax.plot(x, mean, label=label, lw=1.5, **style(i))
+            ax.fill_between(x, low, high, color=style(i)["color"], alpha=0.12, lw=0)
     for ax, (_, name, log) in zip(axes, PANELS, strict=True):
         ax.set_xlabel("epoch")
         ax.set_title(name)
         if log:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="best")
+    handles, labels = axes[0].get_legend_handles_labels()
+    # Below the panels, never over a curve.
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(6, len(labels)), fontsize=8)
     fig.suptitle(f"{title}: mean over seeds, band = 95% CI")
     return save_figure(fig, path)
 
