@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -26,6 +27,9 @@ from mlflow.tracking import MlflowClient
 from techbench.records import RunRecord, flatten
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Set after MLflow configured its own loggers at import: schema creation and migration say nothing of the runs.
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 DEFAULT_URI = "sqlite:///mlflow.db"

@@ -4,6 +4,7 @@ numbers (metrics.json), per-epoch mean curves (curves/*.csv), and the probes' pe
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,8 @@ def mean_curve(rows: list[dict[str, Any]], key: str) -> list[float]:
     padded = np.full((len(curves), length), np.nan)
     for i, c in enumerate(curves):
         padded[i, : len(c)] = [np.nan if v is None else v for v in c]
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an epoch no run reached: NaN, as meant
         return [float(v) for v in np.nanmean(padded, axis=0)]
 
 
