@@ -85,11 +85,11 @@ def main(names: list[str]) -> None:
         "points of the published number",
         "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
     }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
     for name in names or list(PUBLISHED):
         result[name] = measure(*PUBLISHED[name])
         print(name, json.dumps(result[name]), flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2))
+        OUT.write_text(json.dumps(result, indent=2))  # after each model: an interrupted run keeps what it measured
 
 
 if __name__ == "__main__":
