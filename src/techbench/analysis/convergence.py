@@ -22,10 +22,15 @@ def tail_improvement(val_loss: list[float], tail: float = TAIL) -> float | None:
     return (before - last) / abs(before) if before else None
 
 
+def seed_falls(rows: list[dict[str, Any]]) -> list[float]:
+    """Each judged seed's tail_improvement (curves too short or diverged left out)."""
+    falls = [tail_improvement(r.get("curves", {}).get("val/loss", [])) for r in rows]
+    return [f for f in falls if f is not None]
+
+
 def convergence_line(label: str, rows: list[dict[str, Any]], tolerance: float = TOLERANCE) -> str | None:
     """One sentence on whether the configuration ``label`` converged in each of its seeds."""
-    falls = [tail_improvement(r.get("curves", {}).get("val/loss", [])) for r in rows]
-    falls = [f for f in falls if f is not None]
+    falls = seed_falls(rows)
     if not falls:
         return None
     flat = sum(f <= tolerance for f in falls)

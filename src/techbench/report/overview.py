@@ -1,12 +1,12 @@
 """The report's first section: per study and workload, the question and the answer in one line — the configuration
 chosen on validation, its test accuracy against the study's baseline (paired difference, Holm-adjusted over the
-report, with its interval) and whether the baseline converged — with a link to the details."""
+study, with its interval) and whether the baseline converged — with a link to the details."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from techbench.analysis.convergence import TOLERANCE, tail_improvement
+from techbench.analysis.convergence import TOLERANCE, seed_falls
 from techbench.analysis.findings import Comparison, chosen_on_validation
 from techbench.analysis.stats import mean_ci
 from techbench.report.document import Section, Table
@@ -21,7 +21,7 @@ def _acc(rows: list[dict[str, Any]]) -> str:
 
 
 def _converged(rows: list[dict[str, Any]]) -> str:
-    falls = [f for r in rows if (f := tail_improvement(r.get("curves", {}).get("val/loss", []))) is not None]
+    falls = seed_falls(rows)
     if not falls:
         return ""
     flat = sum(f <= TOLERANCE for f in falls)
