@@ -153,7 +153,7 @@ def test_dvc_stages_depend_on_exactly_the_code_they_run():
     and what it imports, so a change to report code re-runs the report stage only."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     package = {f"src/techbench/{p.name}" for p in PACKAGE.iterdir() if p.name != "__pycache__" and p.name != "report"}
-    for stage in ("study", "tune"):
+    for stage in ("pretrain", "study", "transfer", "tune"):
         deps = {d for d in stages[stage]["do"]["deps"] if d.startswith("src/")}
         assert deps == package, f"{stage}: missing {package - deps}, extra {deps - package}"
     report_deps = {d for d in stages["report"]["deps"] if d.startswith("src/")}
@@ -174,7 +174,7 @@ def test_dvc_stages_depend_on_exactly_the_code_they_run():
 def test_paths_are_declared_once():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     dvc = (ROOT / "dvc.yaml").read_text()
-    assert set(params["paths"]) == {"results", "reports", "benchmarks"}
+    assert set(params["paths"]) == {"results", "reports", "benchmarks", "models"}
     assert "results/" not in dvc.replace("${paths.results}/", "") and "${paths.reports}" in dvc
 
 

@@ -1,4 +1,4 @@
-"""The `techbench` command: list, run, tune, report, overlay.
+"""The `techbench` command: list, pretrain, run, tune, report, overlay.
 
 Bad input (unknown keys, unknown techniques, impossible values, missing folders) is reported as one line
 naming the key and the allowed values, with exit code 2, before anything is written to MLflow or Optuna.
@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train every technique x seed of a study (finished runs are skipped)")
     run.add_argument("study")
     run.add_argument("--force", action="store_true", help="re-run runs that already finished")
+
+    pre = sub.add_parser("pretrain", help="train and save a source model of params `pretrain:` (transfer studies)")
+    pre.add_argument("source")
 
     tune = sub.add_parser("tune", help="tune a technique's hyperparameters with Optuna")
     tune.add_argument("study")
@@ -105,6 +108,13 @@ def cmd_run(args, params) -> None:
     print(f"results: {export_study(params, args.study)}")
 
 
+def cmd_pretrain(args, params) -> None:
+    from techbench.pretrain import run_pretrain, source
+
+    source(params, args.source)
+    print(f"weights: {run_pretrain(params, args.source)}")
+
+
 def cmd_tune(args, params) -> None:
     _check_tune_args(params, args)
     from techbench.tuning import tune_study
@@ -132,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "list":  # the registries are listed even without a params file
                 cmd_list(load_params(args.params) if Path(args.params).is_file() else None)
             else:
-                {"run": cmd_run, "tune": cmd_tune}[args.command](args, load_params(args.params))
+                commands = {"run": cmd_run, "tune": cmd_tune, "pretrain": cmd_pretrain}
+                commands[args.command](args, load_params(args.params))
     except ConfigError as e:
         print(f"techbench: error in {args.params}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

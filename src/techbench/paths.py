@@ -4,6 +4,8 @@ report does not load the training stack."""
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,12 @@ import yaml
 from techbench.checks import merge_checked
 from techbench.errors import ConfigError
 
-PATHS_DEFAULTS = {"results": "results", "reports": "reports", "benchmarks": "benchmarks/results"}
+PATHS_DEFAULTS = {
+    "results": "results",
+    "reports": "reports",
+    "benchmarks": "benchmarks/results",
+    "models": "models",  # the pretrain stage's source models: <models>/<name>/model.safetensors + card.json
+}
 
 
 def parse_paths(given: Any) -> dict[str, str]:
@@ -31,7 +38,26 @@ def read_paths(params_file: str | Path = "params.yaml") -> dict[str, str]:
 
 
 def study_order(params_file: str | Path = "params.yaml") -> list[str]:
-    """The studies in the order params.yaml lists them (the chapter's order): the report's order."""
+    """The studies in the order params.yaml lists them (the chapter's order; transfer studies after the others):
+    the report's order."""
     path = Path(params_file)
     raw = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    return list((raw or {}).get("studies") or {})
+    return [*((raw or {}).get("studies") or {}), *((raw or {}).get("transfer") or {})]
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes ("missing" when absent), read once per version of the file."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    st = path.stat()
+    return _sha256(str(path.resolve()), st.st_mtime_ns, st.st_size)

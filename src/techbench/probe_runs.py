@@ -95,7 +95,7 @@ def run_probes(spec: StudySpec, hardware: dict[str, Any], tracker: Tracker, forc
             try:
                 result = run_probe(name, probe_context(spec, seed, hardware), hp).as_dict()
             except ValueError as e:  # an impossible setting the registry's types could not catch
-                raise ConfigError(f"studies.{spec.name}.probes.{name}", str(e)) from None
+                raise ConfigError(f"{spec.key}.probes.{name}", str(e)) from None
             run_id = tracker.write(probe_record(spec, name, seed, chash, result))
             log.info("probe %s/seed%d: %d rows (%s)", name, seed, len(result["rows"]), run_id)
             ran += 1

@@ -6,7 +6,8 @@
                 widened model), the training-set size known; computed once per run (training/effective.py),
                 logged as the run's params and stored in its record, read back by analysis and report
   Workload      data, model, training defaults, loss and target (metric and value) of a study's workload
-  StudySpec     one block of params.yaml `studies:`; TuningSpec one block of `tuning:`; Params the whole file
+  StudySpec     one block of params.yaml `studies:` (or `transfer:`); TuningSpec one block of `tuning:`;
+                SourceSpec one block of `pretrain:`; Params the whole file
 
 Nothing here imports torch or a registry: results, analysis and report read these shapes as plain data.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from techbench import code_version
 from techbench.errors import ConfigError
+from techbench.paths import file_sha256
 
 IDENTITY = ("study", "family", "technique", "variant", "workload")
 HARDWARE_DEFAULTS: dict[str, Any] = {
@@ -74,8 +76,12 @@ class RunConfig:
         }
 
     def config_hash(self) -> str:
-        """Identity of the run's configuration and of the code that runs it (seed excluded)."""
-        blob = json.dumps({"config": self.as_dict(), "code": code_version()}, sort_keys=True, default=str)
+        """Identity of the run's configuration and of the code that runs it (seed excluded); a run that starts
+        from a weights file also depends on the file's bytes (a retrained source re-runs its transfer runs)."""
+        ident = {"config": self.as_dict(), "code": code_version()}
+        if self.model.get("pretrained_file"):
+            ident["weights"] = file_sha256(self.model["pretrained_file"])
+        blob = json.dumps(ident, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def with_technique_params(self, hp: dict[str, Any], variant: str) -> RunConfig:
@@ -181,6 +187,12 @@ class StudySpec:
     fixed: dict[str, dict[str, Any]] = field(default_factory=dict)  # the components of slots not varied
     execution: str = "sequential"  # or "vectorized": the seeds of a config trained as one stack
     baselines: dict[str, str] = field(default_factory=dict)  # workload -> the label the others are tested against
+    section: str = "studies"  # the params.yaml block it came from: studies, or transfer (studies with a source)
+    source: str | None = None  # transfer studies: the pretrain entry whose weights every run starts from
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
 
     def run(self, technique: str, workload: str | None = None) -> RunConfig:
         """The default (unswept) config of a technique on a workload (default: its first workload)."""
@@ -188,7 +200,7 @@ class StudySpec:
             default = r.variant == "default" or not any(x.variant == "default" for x in self.runs)
             if r.technique == technique and (workload is None or r.workload == workload) and default:
                 return r
-        raise ConfigError(f"studies.{self.name}.techniques", f"no run of {technique!r}", self.techniques)
+        raise ConfigError(f"{self.key}.techniques", f"no run of {technique!r}", self.techniques)
 
 
 @dataclass(frozen=True)
@@ -206,11 +218,23 @@ class TuningSpec:
 
 
 @dataclass(frozen=True)
+class SourceSpec:
+    """One block of params.yaml `pretrain:`: a source model trained by the pretrain stage (one run, one seed)
+    and saved to ``weights`` (safetensors) with a model card next to it."""
+
+    name: str
+    run: RunConfig
+    seed: int
+    weights: str  # <paths.models>/<name>/model.safetensors
+
+
+@dataclass(frozen=True)
 class Params:
     hardware: dict[str, Any]
-    studies: dict[str, StudySpec]
+    studies: dict[str, StudySpec]  # the `studies:` blocks, then the `transfer:` blocks
     tuning: dict[str, TuningSpec] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
+    pretrain: dict[str, SourceSpec] = field(default_factory=dict)
 
     def study(self, name: str) -> StudySpec:
         if name not in self.studies:

@@ -29,6 +29,7 @@ from techbench.training.executors import execute
 from techbench.training.single import train_single
 from techbench.training.trainer import make_trainer
 from techbench.workloads import load_dataset
+from techbench.workloads.pretrained import check_weights
 
 log = logging.getLogger("techbench")
 
@@ -47,6 +48,12 @@ def preflight(spec: StudySpec) -> None:
     """Build every (data, model, technique components) combination once before training anything, so an
     impossible one (exact Newton on a model too large for its Hessian, spatial dropout on an MLP, a training
     subset larger than the data) is a config error, not a half-finished study."""
+    if spec.source is not None:
+        weights = spec.runs[0].model["pretrained_file"]
+        try:
+            check_weights(weights)
+        except ValueError as e:
+            raise ConfigError(f"{spec.key}.source", f"{e} (train it: dvc repro pretrain@{spec.source})") from None
     seen = set()
     for cfg in spec.runs:
         key = (cfg.workload, repr(cfg.data), repr(cfg.model), repr(sorted(cfg.components.items())))
@@ -63,7 +70,7 @@ def preflight(spec: StudySpec) -> None:
                 family.callbacks(run[family.name], run.as_dict())
         except (ValueError, RuntimeError, TypeError) as e:
             message = str(e) if str(e).startswith(cfg.technique) else f"{cfg.technique}: {e}"
-            raise ConfigError(f"studies.{spec.name}.workloads.{cfg.workload}", message) from None
+            raise ConfigError(f"{spec.key}.workloads.{cfg.workload}", message) from None
     if spec.runs:
         try:  # e.g. accelerator: gpu on a machine without one
             make_trainer(spec.runs[0].hardware, spec.runs[0].train)

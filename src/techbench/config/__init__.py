@@ -5,6 +5,8 @@ Layout of params.yaml:
   hardware:          Lightning Trainer settings shared by every run (accelerator, devices, strategy, precision)
   studies.<name>:    one study = one technique family x its techniques x workloads x seeds (+ sweeps, probes)
   tuning.<name>:     optional Optuna budget for techniques of study <name>
+  pretrain.<name>:   a source model the pretrain stage trains and saves (config/transfer.py)
+  transfer.<name>:   a study that starts from a source (`source: <pretrain name>`; config/transfer.py)
 
 A component (data, model, optimizer, ...) is written as ``{name: <registry key>, <hyperparameter>: value}``;
 the registry entry's defaults define which hyperparameters exist, so a typo is an unknown key. An overlay
@@ -21,6 +23,7 @@ import yaml
 from techbench.checks import component, merge_checked
 from techbench.config.overlay import merge
 from techbench.config.study import parse_study
+from techbench.config.transfer import parse_source, parse_transfer
 from techbench.errors import ConfigError
 from techbench.paths import PATHS_DEFAULTS, parse_paths
 from techbench.specs import (
@@ -57,7 +60,7 @@ TUNING_DEFAULTS: dict[str, Any] = {
 }
 RESERVED_BUDGETS = ["default", "one_shot"]
 SAMPLERS = ["tpe", "random", "qmc"]
-TOP_LEVEL = ["paths", "hardware", "studies", "tuning"]
+TOP_LEVEL = ["paths", "hardware", "studies", "tuning", "pretrain", "transfer"]
 
 
 def _hardware(given: Any) -> dict[str, Any]:
@@ -128,12 +131,27 @@ def parse_params(raw: Any) -> Params:
     if not isinstance(raw.get("studies"), dict) or not raw["studies"]:
         raise ConfigError("studies", "expected at least one study block")
     hardware = _hardware(raw.get("hardware"))
+    paths = parse_paths(raw.get("paths"))
     studies = {n: parse_study(n, b, hardware) for n, b in raw["studies"].items()}
+    sources = {
+        n: parse_source(n, b, hardware, paths["models"]) for n, b in _block(raw, "pretrain", "source models").items()
+    }
+    for n, b in _block(raw, "transfer", "transfer studies").items():
+        if n in studies:
+            raise ConfigError(f"transfer.{n}", "a study of this name is in `studies:` already", sorted(studies))
+        studies[n] = parse_transfer(n, b, hardware, sources)
     tuning_raw = raw.get("tuning") or {}
     if not isinstance(tuning_raw, dict):
         raise ConfigError("tuning", "expected a mapping of study -> tuning budget")
     tuning = {n: _tuning(n, b, studies) for n, b in tuning_raw.items()}
-    return Params(hardware=hardware, studies=studies, tuning=tuning, paths=parse_paths(raw.get("paths")))
+    return Params(hardware=hardware, studies=studies, tuning=tuning, paths=paths, pretrain=sources)
+
+
+def _block(raw: dict, name: str, what: str) -> dict:
+    block = raw.get(name) or {}
+    if not isinstance(block, dict):
+        raise ConfigError(name, f"expected a mapping of name -> {what}")
+    return block
 
 
 def read_yaml(path: str | Path) -> Any:

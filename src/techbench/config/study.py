@@ -192,8 +192,8 @@ def _runs(name, key, family, techs, workloads, fixed, axes, hardware) -> list[Ru
     return runs
 
 
-def parse_study(name: str, block: Any, hardware: dict[str, Any]) -> StudySpec:
-    key = f"studies.{name}"
+def parse_study(name: str, block: Any, hardware: dict[str, Any], section: str = "studies") -> StudySpec:
+    key = f"{section}.{name}"
     if not isinstance(block, dict):
         raise ConfigError(key, "expected a mapping")
     for k in block:
@@ -237,6 +237,7 @@ def parse_study(name: str, block: Any, hardware: dict[str, Any]) -> StudySpec:
         fixed=fixed,
         execution=execution,
         baselines=baselines,
+        section=section,
     )
 
 

@@ -5,7 +5,16 @@ more ``FAMILIES.register(family)``; its hooks say how its entries take part in a
 
 from __future__ import annotations
 
-from techbench.techniques import batching, dropout, early_stopping, optimizers, regularization, restarts, schedules
+from techbench.techniques import (
+    batching,
+    dropout,
+    early_stopping,
+    optimizers,
+    regularization,
+    restarts,
+    schedules,
+    transfer,
+)
 from techbench.techniques.batching import BATCHING
 from techbench.techniques.dropout import DROPOUT
 from techbench.techniques.early_stopping import STOPPING
@@ -14,9 +23,11 @@ from techbench.techniques.optimizers import OPTIMIZERS
 from techbench.techniques.regularization import REGULARIZERS
 from techbench.techniques.restarts import RESTARTS
 from techbench.techniques.schedules import SCHEDULES
+from techbench.techniques.transfer import TRANSFER
 
 FAMILIES = Families()
-for _module in (optimizers, schedules, batching, regularization, early_stopping, dropout, restarts):
+# transfer first: which parameters train is settled before dropout rewrites the model or penalties collect them
+for _module in (optimizers, schedules, transfer, batching, regularization, early_stopping, dropout, restarts):
     FAMILIES.register(_module.FAMILY)
 
 __all__ = [
@@ -28,6 +39,7 @@ __all__ = [
     "RESTARTS",
     "SCHEDULES",
     "STOPPING",
+    "TRANSFER",
     "Column",
     "Families",
     "Family",

@@ -9,6 +9,7 @@ family, and how its chosen entry takes part in every run, through hooks whose de
   objective(spec, model, n_train) -> Objective  penalty terms and around-the-step updates (weight penalties)
   callbacks(spec, config) -> [Callback]         Lightning callbacks (stopping rules)
   member_callbacks(spec, config) -> [..] | None what a stack member uses instead (``on_member_epoch``); None: none
+  shape_optimizer(spec, optimizer, model)       regroup a single model's freshly built optimizer (per-block LRs)
   select_weights(spec, fit) -> metrics          after fit: choose the weights that are kept (best validation)
   measure(spec, model, data) -> metrics         after fit: the family's own measurements
   unstackable(spec, config) -> reason | None    why the seeds of a run cannot train as one vmap'd stack
@@ -168,6 +169,9 @@ class Family:
         validation with the member's epoch values and a function returning its current weights. None: this
         family's callbacks have no stand-in, so a run that has them is not stackable."""
         return None if self.callbacks(spec, config) else []
+
+    def shape_optimizer(self, spec: dict[str, Any], optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+        return None
 
     def select_weights(self, spec: dict[str, Any], fit: Fit) -> dict[str, float]:
         return {}

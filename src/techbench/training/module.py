@@ -263,6 +263,9 @@ def configure(module: L.LightningModule, params: Any, run: EffectiveRun):
     """The run's optimizer over ``params`` (a model, or a stack of models) and its LR scheduler, both built by
     their families: the single, stacked and procedure executors share this one configuration."""
     optimizer = FAMILIES["optimizer"].build(run["optimizer"], params)
+    if isinstance(params, nn.Module):  # one model (a stack's members share one parameter tensor)
+        for family in FAMILIES:
+            family.shape_optimizer(run[family.name], optimizer, params)
     epochs = max(int(module.trainer.max_epochs or 1), 1)
     steps = max(int(module.trainer.estimated_stepping_batches), 1)
     schedule = FAMILIES["schedule"].build(

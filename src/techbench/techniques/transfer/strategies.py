@@ -1,0 +1,133 @@
+"""Fine-tuning strategies ("Transfer Learning Approaches", "Fine-tuning Strategies").
+
+A factory takes the model's blocks (workloads/pretrained.blocks: (name, parameter names) from input to the
+classifier, the classifier last) and the entry's hyperparameters, and returns a ``Strategy``: which parameters
+train from the first epoch, a per-block learning-rate scale, the L2-SP coefficients, and when frozen blocks
+thaw. The family (transfer/__init__.py) applies it to the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from techbench.registry import Info, Registry
+
+AT_LEAST_ONE = (1, None, True, True)
+NON_NEGATIVE = (0.0, None, True, True)
+
+
+@dataclass(frozen=True)
+class TransferInfo(Info):
+    source: bool = True  # starts from the source weights (scratch: a fresh initialization of the same model)
+    stackable: bool = False  # frozen parameters and per-block LRs have no stacked form
+
+
+TRANSFER = Registry("transfer", TransferInfo)
+
+Blocks = list[tuple[str, list[str]]]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    trainable: frozenset[str]  # parameter names that train from the first epoch
+    lr_scale: dict[str, float] = field(default_factory=dict)  # block name -> factor on the optimizer's LR
+    l2_sp: tuple[float, float] | None = None  # (α towards the source weights, β on the new classifier)
+    # (epoch, parameter names that start training at that epoch, 0-based), in epoch order
+    thaw: tuple[tuple[int, frozenset[str]], ...] = ()
+
+
+def _names(blocks: Blocks) -> frozenset[str]:
+    return frozenset(n for _, ps in blocks for n in ps)
+
+
+def _head(blocks: Blocks) -> frozenset[str]:
+    return frozenset(blocks[-1][1])
+
+
+@TRANSFER.register(
+    "scratch", description="the same model from a fresh initialization (no source)", source=False, stackable=True
+)
+def scratch(blocks):
+    return Strategy(_names(blocks))
+
+
+@TRANSFER.register(
+    "feature_extraction",
+    description="frozen source backbone (BatchNorm statistics included), a new linear classifier trains",
+)
+def feature_extraction(blocks):
+    return Strategy(_head(blocks))
+
+
+@TRANSFER.register(
+    "shallow_ft",
+    description="the top `top_blocks` blocks of the source and the new classifier train; the rest is frozen",
+    defaults={"top_blocks": 1},
+    search_space={"top_blocks": {"low": 1, "high": 3}},
+    bounds={"top_blocks": AT_LEAST_ONE},
+)
+def shallow_ft(blocks, top_blocks):
+    return Strategy(_names(blocks[-1 - int(top_blocks) :]))
+
+
+@TRANSFER.register("deep_ft", description="every layer trains, starting from the source weights")
+def deep_ft(blocks):
+    return Strategy(_names(blocks))
+
+
+@TRANSFER.register(
+    "gradual_unfreeze",
+    description="the classifier trains first; every `every` epochs the next block from the top thaws (ULMFiT)",
+    defaults={"every": 2},
+    search_space={"every": {"low": 1, "high": 10}},
+    bounds={"every": AT_LEAST_ONE},
+)
+def gradual_unfreeze(blocks, every):
+    body = blocks[:-1]
+    thaw = tuple((int(every) * (i + 1), frozenset(ps)) for i, (_, ps) in enumerate(reversed(body)))
+    return Strategy(_head(blocks), thaw=thaw)
+
+
+@TRANSFER.register(
+    "lp_ft",
+    description="linear probe then fine-tune: the classifier alone for `probe_epochs`, then every layer",
+    defaults={"probe_epochs": 5},
+    search_space={"probe_epochs": {"low": 1, "high": 20}},
+    bounds={"probe_epochs": AT_LEAST_ONE},
+)
+def lp_ft(blocks, probe_epochs):
+    return Strategy(_head(blocks), thaw=((int(probe_epochs), _names(blocks[:-1])),))
+
+
+@TRANSFER.register(
+    "discriminative_lr",
+    description="every layer trains; block l below the classifier at LR η/α^l (layer-wise LR decay)",
+    defaults={"alpha": 2.6},
+    search_space={"alpha": {"low": 1.0, "high": 10.0, "log": True}},
+    bounds={"alpha": (1.0, None, True, True)},
+)
+def discriminative_lr(blocks, alpha):
+    depth = len(blocks) - 1
+    scale = {name: float(alpha) ** -(depth - i) for i, (name, _) in enumerate(blocks)}
+    return Strategy(_names(blocks), lr_scale=scale)
+
+
+@TRANSFER.register(
+    "l2_sp",
+    description="every layer trains with α/2·‖w − w_source‖² on the source layers and β/2·‖w‖² on the new "
+    "classifier (Li et al. 2018)",
+    defaults={"alpha": 0.01, "beta": 0.01},
+    search_space={"alpha": {"low": 1e-4, "high": 1.0, "log": True}, "beta": {"low": 1e-4, "high": 1.0, "log": True}},
+    bounds={"alpha": NON_NEGATIVE, "beta": NON_NEGATIVE},
+)
+def l2_sp(blocks, alpha, beta):
+    return Strategy(_names(blocks), l2_sp=(float(alpha), float(beta)))
+
+
+@TRANSFER.register(
+    "bitfit",
+    description="only the biases of the source (BatchNorm shifts included) and the new classifier train",
+)
+def bitfit(blocks):
+    biases = frozenset(n for _, ps in blocks[:-1] for n in ps if n.endswith("bias"))
+    return Strategy(biases | _head(blocks))
