@@ -53,6 +53,13 @@ def repo(tmp_path):
             study["sweep"] = sweep
         if "probes" in study:
             study["probes"] = {p: PROBE_SMOKE_HP.get(p, {}) for p in study["probes"]}
+    # The source models and transfer studies, shrunk the same way: a tiny CNN source, one target workload.
+    for source in params["pretrain"].values():
+        source.update(data={"name": "debug"}, model={"name": "cnn1d", "channels": 4}, train={"epochs": 2})
+    for study in params["transfer"].values():
+        study.pop("workloads", None)
+        study.update(data={"name": "debug", "noise": 0.7, "data_seed": 1}, seeds=2, train={"epochs": 2})
+        study["techniques"] = ["scratch", "feature_extraction"]
     for budget in params["tuning"].values():
         budget.update(techniques=budget["techniques"][:1])
         budget.update(budgets={"small": 2, "large": 3}) if "budgets" in budget else budget.update(trials=3)
@@ -111,13 +118,13 @@ def test_dvc_repro_end_to_end(repo):
     assert "data:image/png;base64," in html and "http" not in html.split("<body>")[0]
     # The page opens with the overview, then the studies in params.yaml's (the chapter's) order.
     sections = [part.split('"', 1)[0] for part in html.split('<section id="')[1:]]
-    assert sections == ["overview", *params["studies"]]
+    assert sections == ["overview", *params["studies"], *params["transfer"]]
     overview = (path / "reports/README.md").read_text()
     assert overview.startswith("# Overview") and "[optimizers](optimizers.md)" in overview
     assert "chosen on validation" in overview and "| `debug_mlp` | **" in overview
 
     # Every study is a stage with a report; probes run once per seed and appear with their tables.
-    for name, study in params["studies"].items():
+    for name, study in {**params["studies"], **params["transfer"]}.items():
         md = (path / f"reports/{name}.md").read_text()
         probes = json.loads((path / f"results/{name}/probes.json").read_text())
         assert set(probes) == set(study.get("probes", {}))
@@ -134,7 +141,8 @@ def test_dvc_repro_end_to_end(repo):
     # Offline: the libraries are inlined, nothing is loaded from a network; one overlay figure per study and
     # workload, every configuration of the workload in it.
     assert "<script src=" not in page and "vega@5.20.2" in page and "vega-embed@6.18.2" in page
-    assert page.count("vegaEmbed('#") == len(params["studies"]) - 1  # gradient_computation has probes only
+    # gradient_computation has probes only
+    assert page.count("vegaEmbed('#") == len(params["studies"]) + len(params["transfer"]) - 1
     assert '"config": "' + params["studies"]["optimizers"]["techniques"][1] + '"' in page
 
     # Nothing changed: no stage runs, no new MLflow run.

@@ -137,6 +137,7 @@ FAMILY = TransferFamily(
         Column("transfer/drift_l2", "‖w − w_source‖₂", 1, 2),
     ),
     summary=("transfer/trainable_frac", "transfer/source_acc", "transfer/forgetting", "transfer/drift_l2"),
+    findings="techbench.report.families.transfer:findings",
 )
 
 __all__ = ["FAMILY", "TRANSFER", "Strategy", "Thaw", "set_trainable", "strategy"]
