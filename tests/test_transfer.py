@@ -58,17 +58,29 @@ def _tiny(source: dict) -> dict:
     return {"data": source["data"], "model": source["model"], "train": {"epochs": 1}}
 
 
+CNN_STUDY = _raw(
+    CNN_SOURCE,
+    ["scratch", "feature_extraction", "deep_ft", "bitfit", "l2_sp", "discriminative_lr", "gradual_unfreeze"],
+    technique_params={"gradual_unfreeze": {"every": 1}, "l2_sp": {"alpha": 0.5, "beta": 0.1}},
+)
+
+
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory):
+    """One pretrained CNN source (a real pretrain run into a real MLflow store) shared by the module's tests."""
+    root = tmp_path_factory.mktemp("source")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        run_pretrain(parse_params(CNN_STUDY), "src")
+    return root
+
+
 @pytest.fixture
-def cnn_params(workdir):
-    params = parse_params(
-        _raw(
-            CNN_SOURCE,
-            ["scratch", "feature_extraction", "deep_ft", "bitfit", "l2_sp", "discriminative_lr", "gradual_unfreeze"],
-            technique_params={"gradual_unfreeze": {"every": 1}, "l2_sp": {"alpha": 0.5, "beta": 0.1}},
-        )
-    )
-    run_pretrain(params, "src")
-    return params
+def cnn_params(source_dir, monkeypatch):
+    monkeypatch.chdir(source_dir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{source_dir / 'mlflow.db'}")
+    return parse_params(CNN_STUDY)
 
 
 def _cfg(params, technique: str):
@@ -79,7 +91,7 @@ def _source(params) -> dict[str, torch.Tensor]:
     return read_weights(params.pretrain["src"].weights)
 
 
-def test_pretrain_saves_weights_and_a_card_that_describe_the_run(cnn_params, workdir):
+def test_pretrain_saves_weights_and_a_card_that_describe_the_run(cnn_params):
     src = cnn_params.pretrain["src"]
     card = json.loads((Path(src.weights).parent / "card.json").read_text())
     assert card["architecture"]["name"] == "cnn1d" and card["data"]["name"] == "debug" and card["seed"] == 0
@@ -193,8 +205,12 @@ def test_a_retrained_source_changes_the_identity_of_its_transfer_runs(cnn_params
     state["features.0.weight"] += 1.0
     from safetensors.torch import save_file
 
-    save_file(state, str(weights))
-    assert cfg.config_hash() != before
+    original = weights.read_bytes()
+    try:
+        save_file(state, str(weights))
+        assert cfg.config_hash() != before
+    finally:
+        weights.write_bytes(original)  # the module's other tests share this source
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
