@@ -252,3 +252,29 @@ def test_a_strategy_that_needs_a_source_without_one_is_a_config_error(workdir, c
     assert main(["run", "mine"]) == 2
     err = capsys.readouterr().err
     assert "studies.mine" in err and "starts from source weights" in err and not (workdir / "mlflow.db").exists()
+
+
+def test_the_lr_ratio_finding_pairs_each_seeds_validation_best_lrs():
+    from techbench.report.families.transfer import lr_ratio
+
+    def rows(best: dict[int, bool]) -> list[dict]:
+        return [{"seed": s, "val_acc": 0.9 if hit else 0.1} for s, hit in best.items()]
+
+    # scratch peaks at lr=0.1 in both seeds; deep_ft at 0.01 in seed 0 and at 0.001 in seed 1
+    groups = {
+        "scratch@lr=0.001": rows({0: False, 1: False}),
+        "scratch@lr=0.01": rows({0: False, 1: False}),
+        "scratch@lr=0.1": rows({0: True, 1: True}),
+        "scratch@lr=1.0": rows({0: False, 1: False}),
+        "deep_ft@lr=0.001": rows({0: False, 1: True}),
+        "deep_ft@lr=0.01": [{"seed": 0, "val_acc": 0.9}, {"seed": 1, "val_acc": 0.5}],  # the best mean
+        "deep_ft@lr=0.1": rows({0: False, 1: False}),
+        "deep_ft@lr=1.0": rows({0: False, 1: False}),
+    }
+    (line,) = lr_ratio(groups)
+    assert (
+        "`deep_ft` 0.01 (mean" in line
+        and "ratio is 10, 100 " in line
+        and "range in 2/2 seeds" in line
+        and "edge" not in line
+    )
