@@ -278,3 +278,53 @@ def test_the_lr_ratio_finding_pairs_each_seeds_validation_best_lrs():
         and "range in 2/2 seeds" in line
         and "edge" not in line
     )
+
+
+def test_prototypes_are_class_means_and_queries_go_to_the_nearest():
+    from techbench.probes.few_shot import nearest_prototype, prototypes
+
+    z = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [12.0, 10.0], [0.0, 2.0]])
+    y = torch.tensor([0, 0, 1, 1, 0])
+    protos = prototypes(z, y, torch.tensor([0, 1]))
+    torch.testing.assert_close(protos, torch.tensor([[2 / 3, 2 / 3], [11.0, 10.0]]))
+    assert nearest_prototype(torch.tensor([[1.0, 1.0], [9.0, 9.0]]), protos).tolist() == [0, 1]
+
+
+def test_keep_classes_restricts_every_split_and_renumbers_labels():
+    from techbench.checks import component
+    from techbench.workloads import DATASETS
+
+    data = load_dataset(component("data", DATASETS, {"name": "debug", "classes": [3, 1]}))
+    full = load_dataset(component("data", DATASETS, {"name": "debug"}))
+    assert data.num_classes == 2 and set(data.y_test.tolist()) == {0, 1}
+    assert len(data.x_train) == int(((full.y_train == 3) | (full.y_train == 1)).sum())
+    torch.testing.assert_close(data.x_test[data.y_test == 0], full.x_test[full.y_test == 3])
+
+
+def test_few_shot_episodes_on_novel_classes_beat_chance_with_the_source_embedding(workdir):
+    from techbench.probe_runs import probe_context
+    from techbench.probes import run_probe
+
+    source = {**CNN_SOURCE, "data": {"name": "debug", "num_samples": 512, "classes": [0, 1]}, "train": {"epochs": 3}}
+    raw = {
+        "studies": {"plain": {"family": "optimizer", "techniques": ["adam"], "seeds": 1, **_tiny(CNN_SOURCE)}},
+        "pretrain": {"base": source},
+        "transfer": {
+            "fs": {
+                "source": "base",
+                "seeds": 1,
+                "data": {"name": "debug", "num_samples": 512},
+                "probes": {"few_shot_prototypes": {"ways": 2, "shots": [1, 5], "episodes": 50}},
+            }
+        },
+    }
+    params = parse_params(raw)
+    run_pretrain(params, "base")
+    spec = params.study("fs")
+    assert spec.family is None and spec.runs == []
+    hp = {k: v for k, v in spec.probes["few_shot_prototypes"].items() if k != "name"}
+    result = run_probe("few_shot_prototypes", probe_context(spec, 0, params.hardware), hp)
+    acc = {r["row"]: r["acc"] for r in result.rows}
+    assert set(acc) == {f"2-way {k}-shot, {s}" for k in (1, 5) for s in ("source embedding", "raw input")}
+    assert acc["2-way 5-shot, raw input"] > 0.6  # the debug templates are separable: 5-shot beats chance
+    assert "novel classes (episodes): [2, 3]" in result.notes[0]

@@ -12,6 +12,7 @@ from typing import Any
 
 from techbench import code_version
 from techbench.errors import ConfigError
+from techbench.paths import file_sha256
 from techbench.probes import PROBES, ProbeContext, run_probe
 from techbench.records import RunRecord
 from techbench.specs import StudySpec
@@ -37,6 +38,8 @@ def probe_hash(spec: StudySpec, name: str, hardware: dict[str, Any]) -> str:
         "hardware": ctx.hardware,
         "code": code_version(),
     }
+    if ctx.model.get("pretrained_file"):  # a probe of a source measures those weights
+        blob["weights"] = file_sha256(ctx.model["pretrained_file"])
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

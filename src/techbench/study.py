@@ -49,7 +49,7 @@ def preflight(spec: StudySpec) -> None:
     impossible one (exact Newton on a model too large for its Hessian, spatial dropout on an MLP, a training
     subset larger than the data) is a config error, not a half-finished study."""
     if spec.source is not None:
-        weights = spec.runs[0].model["pretrained_file"]
+        weights = next(iter(spec.workloads.values())).model["pretrained_file"]
         try:
             check_weights(weights)
         except ValueError as e:

@@ -67,7 +67,8 @@ def parse_transfer(name: str, block: Any, hardware: dict[str, Any], sources: dic
     if "model" in block or any("model" in (w or {}) for w in (block.get("workloads") or {}).values()):
         raise ConfigError(f"{key}.model", f"a transfer study trains its source's model (pretrain.{source.name}.model)")
     study = {k: v for k, v in block.items() if k != "source"}
-    study.setdefault("family", "transfer")
+    if "techniques" in study or not study.get("probes"):  # a block of probes only has no family
+        study.setdefault("family", "transfer")
     study["model"] = {k: v for k, v in source.run.model.items() if k != "pretrained_file"}
     spec = parse_study(name, study, hardware, section="transfer")
     weights = {**source.run.model, "pretrained_file": source.weights}

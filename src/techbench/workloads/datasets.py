@@ -23,6 +23,7 @@ SUBSET_DEFAULTS: dict[str, Any] = {
     "train_size": 0,  # 0 = the whole training split
     "label_noise": 0.0,  # fraction of training labels replaced by a different, random class
     "resample": False,  # draw the subset and the noise from the run seed (a new training set per seed)
+    "classes": [],  # keep only these classes, relabelled 0..k-1 in this order ([] = all): base/novel splits
 }
 
 
@@ -32,11 +33,33 @@ def load_dataset(spec: dict[str, Any], seed: int = 0) -> DataSplits:
     own = {k: v for k, v in spec.items() if k != "name" and k not in SUBSET_DEFAULTS}
     data = _cached(spec["name"], tuple(sorted((k, _hashable(v)) for k, v in own.items())))
     opts = {k: spec.get(k, d) for k, d in SUBSET_DEFAULTS.items()}
+    if opts["classes"]:
+        data = keep_classes(data, list(opts["classes"]))
     if not opts["train_size"] and not opts["label_noise"]:
         return data
     return subset_train(
         data, opts["train_size"], opts["label_noise"], seed if opts["resample"] else own.get("data_seed", 0)
     )
+
+
+def keep_classes(data: DataSplits, classes: list[int]) -> DataSplits:
+    """Every split restricted to ``classes``, labels renumbered 0..k-1 in the order given."""
+    unknown = [c for c in classes if not 0 <= int(c) < data.num_classes]
+    if unknown or len(set(classes)) != len(classes):
+        raise ValueError(f"classes {classes}: expected distinct labels in 0..{data.num_classes - 1}")
+    lookup = torch.full((data.num_classes,), -1, dtype=torch.long)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+
+    def keep(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = lookup[y] >= 0
+        return x[mask], lookup[y[mask]]
+
+    (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = (
+        keep(data.x_train, data.y_train),
+        keep(data.x_val, data.y_val),
+        keep(data.x_test, data.y_test),
+    )
+    return DataSplits(x_tr, y_tr, x_val, y_val, x_te, y_te, num_classes=len(classes))
 
 
 def subset_train(data: DataSplits, train_size: int, label_noise: float, seed: int) -> DataSplits:

@@ -1,0 +1,42 @@
+"""View of few_shot_prototypes (probes/few_shot.py): accuracy per shot count in the source embedding and on the raw
+inputs, the embedding's gain paired over seeds, and the chapter's "often 70-90 %" (C70) against the CI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from techbench.analysis.stats import mean_ci, paired_diff_ci
+from techbench.report.probes.views import view
+
+EMBEDDING, RAW = "source embedding", "raw input"
+
+
+def _by_seed(results: list[dict[str, Any]], row: str) -> dict[int, float]:
+    return {res["seed"]: r["acc"] for res in results for r in res["rows"] if r["row"] == row}
+
+
+def verdict(results: list[dict[str, Any]]) -> list[str]:
+    rows = list(dict.fromkeys(r["row"] for res in results for r in res["rows"] if r["row"].endswith(EMBEDDING)))
+    out = []
+    for row in rows:
+        emb = _by_seed(results, row)
+        raw = _by_seed(results, row.replace(EMBEDDING, RAW))
+        est, gain = mean_ci(list(emb.values())), paired_diff_ci(emb, raw)
+        where = (
+            "within the chapter's 70-90 %"
+            if est.low >= 0.7 and est.high <= 0.9
+            else "above the chapter's 70-90 %"
+            if est.low > 0.9
+            else "below the chapter's 70-90 %"
+            if est.high < 0.7
+            else "overlapping the chapter's 70-90 % range"
+        )
+        out.append(
+            f"{row.split(',')[0]}: {est.fmt(100, 1)} % with the source embedding ({where}; CI over {est.n} seeds, "
+            f"each the mean of its own episodes drawn from one source model), {gain.fmt(100, 1)} pp over prototypes "
+            "on the raw inputs (paired by seed)."
+        )
+    return out
+
+
+view("few_shot_prototypes", verdict=verdict)
