@@ -15,7 +15,7 @@ from techbench.cli import main
 from techbench.config import parse_params
 from techbench.errors import ConfigError
 from techbench.pretrain import run_pretrain
-from techbench.techniques import FAMILIES
+from techbench.techniques import FAMILIES, TRANSFER
 from techbench.techniques.transfer import strategy
 from techbench.training.effective import build_run_model, resolve
 from techbench.training.single import train_single
@@ -60,7 +60,8 @@ def _tiny(source: dict) -> dict:
 
 CNN_STUDY = _raw(
     CNN_SOURCE,
-    ["scratch", "feature_extraction", "deep_ft", "bitfit", "l2_sp", "discriminative_lr", "gradual_unfreeze"],
+    ["scratch", "feature_extraction", "shallow_ft", "deep_ft", "bitfit", "l2_sp", "discriminative_lr"]
+    + ["gradual_unfreeze"],
     technique_params={"gradual_unfreeze": {"every": 1}, "l2_sp": {"alpha": 0.5, "beta": 0.1}},
 )
 
@@ -328,3 +329,24 @@ def test_few_shot_episodes_on_novel_classes_beat_chance_with_the_source_embeddin
     assert set(acc) == {f"2-way {k}-shot, {s}" for k in (1, 5) for s in ("source embedding", "raw input")}
     assert acc["2-way 5-shot, raw input"] > 0.6  # the debug templates are separable: 5-shot beats chance
     assert "novel classes (episodes): [2, 3]" in result.notes[0]
+
+
+STACKABLE = [n for n in TRANSFER.names() if TRANSFER.get(n).info.stackable and TRANSFER.get(n).info.source]
+
+
+@pytest.mark.parametrize("name", STACKABLE)
+def test_a_stacked_strategy_equals_its_runs_alone_and_keeps_frozen_weights(cnn_params, name):
+    from techbench.training.stacked import refusal, train_stacked
+
+    cfg = _cfg(cnn_params, name)
+    assert refusal([(cfg, 0), (cfg, 1)]) is None
+    source = _source(cnn_params)
+    for seed, stacked in zip((0, 1), train_stacked(cfg, [0, 1]), strict=True):
+        alone = train_single(cfg, seed)
+        a, b = alone.model.state_dict(), stacked.model.state_dict()
+        trains = {k: p.requires_grad for k, p in alone.model.named_parameters()}
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+            if not trains[k]:
+                assert torch.equal(b[k], source[k]), k
+        assert stacked.metrics["test/acc"] == pytest.approx(alone.metrics["test/acc"], abs=1e-6)

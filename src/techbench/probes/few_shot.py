@@ -58,8 +58,7 @@ def episodes_accuracy(z: torch.Tensor, y: torch.Tensor, ways: int, shots: int, q
 
 @PROBES.register(
     "few_shot_prototypes",
-    description="N-way K-shot prototype classification on classes the source never saw, source embedding vs "
-    "raw inputs",
+    description="N-way K-shot prototype classification on classes the source never saw, source embedding vs raw inputs",
     defaults={"ways": 5, "shots": [1, 5], "queries": 15, "episodes": 1000},
     topic="transfer",
 )

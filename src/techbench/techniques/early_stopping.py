@@ -56,8 +56,11 @@ class BestWeights(ModelCheckpoint):
         super().__init__(dirpath=self._tmp.name, monitor=MONITOR, mode="min", save_top_k=1, save_weights_only=True)
         self.best_epoch = 0  # 1-based: the number of epochs trained when the best weights were saved
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """The best checkpoint's state dict (read once; the folder is removed afterwards)."""
+    def state(self) -> dict[str, torch.Tensor] | None:
+        """The best checkpoint's state dict (read once; the folder is removed afterwards); None if none was saved."""
+        if not self.best_model_path:
+            self._tmp.cleanup()
+            return None
         ckpt = torch.load(self.best_model_path, map_location="cpu", weights_only=True)
         self.best_epoch = int(ckpt["epoch"]) + 1
         self._tmp.cleanup()
@@ -77,7 +80,7 @@ class HeldBestWeights:
             self.best_score, self.best_epoch, self._state = current, epoch + 1, weights()
         return False
 
-    def state(self) -> dict[str, torch.Tensor]:
+    def state(self) -> dict[str, torch.Tensor] | None:
         return self._state
 
 
@@ -107,7 +110,8 @@ class StoppingFamily(Family):
         data, module = fit.data, fit.module
         last = evaluate(module.model, data.x_test, data.y_test)
         kept = {k: v.clone() for k, v in module.state_dict().items()}
-        module.load_state_dict(best.state())
+        # No best weights: the run diverged before its first validation; the last weights are all there is.
+        module.load_state_dict(best.state() or kept)
         best_eval = evaluate(module.model, data.x_test, data.y_test)
         if not self.hp(spec)["restore_best"]:
             module.load_state_dict(kept)

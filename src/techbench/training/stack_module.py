@@ -50,6 +50,13 @@ class StackedModule(LeanHooks, L.LightningModule):
             self.segments.append((start, start + p[0].numel(), tuple(p.shape[1:])))
             start += p[0].numel()
         self.flat = nn.Parameter(torch.cat([p.detach().reshape(self.k, -1) for p in params.values()], 1))
+        trains = dict(models[0].named_parameters())
+        self.frozen_columns = torch.cat(
+            [
+                torch.full((b - a,), not trains[n].requires_grad)
+                for n, (a, b, _) in zip(self.names, self.segments, strict=True)
+            ]
+        )
         self.stacked_buffers = buffers
         self.objective = (
             StackedObjective.of(models, runs, self.segments, self.names, self.flat.shape[1]) if runs else None

@@ -157,6 +157,9 @@ def members_unstackable(runs: list[EffectiveRun], models: list[nn.Module]) -> st
     shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
     if any(s != shapes[0] for s in shapes):
         return "not stackable: the members' models differ in architecture"
+    trains = [[p.requires_grad for p in m.parameters()] for m in models]
+    if any(t != trains[0] for t in trains):
+        return "not stackable: the members differ in which parameters train"
     # A batch regime's own hyperparameters (a tuned lr) have landed in train and optimizer by resolve, which
     # are compared (train) or per member (optimizer): its name alone must agree.
     varying = ("optimizer", "schedule", "regularizer", "stopping", "batching") + (

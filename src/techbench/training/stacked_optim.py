@@ -2,7 +2,8 @@
 (techniques/stacked_updates.py), with each member's hyperparameters as (K, 1) columns and each member's learning
 rate at every update read from a table built from its schedule's formula (ScheduleInfo.lr_at, the function the
 tests hold torch's schedulers to). A member that stopped keeps its row: the rule updates every row, then the
-stopped rows are put back."""
+stopped rows are put back; the columns of frozen parameters (requires_grad False in every member: a frozen
+source backbone) are put back the same way."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.rule, self.segments, self.hp, self.lr_table = rule, segments, hp, lr_table
         self.objective = objective  # the members' decoupled decay and proximal steps (StackedObjective), if any
         self.active = torch.ones(lr_table.shape[1], dtype=torch.bool)
+        self.frozen_columns: torch.Tensor | None = None  # (P,) bool: parameters no member trains (transfer)
         self.t = 0  # updates made
 
     @property
@@ -44,6 +46,7 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.t += 1
         frozen = (~self.active).nonzero().flatten()
         kept = p[frozen].clone() if len(frozen) else None
+        still = p[:, self.frozen_columns].clone() if self.frozen_columns is not None else None
         if self.objective is not None:  # decoupled decay before the step, L1's proximal step after, as alone
             self.objective.decay_(p, hp["lr"])
         self.rule(p, p.grad, self.state[p], hp, self.t, self.segments)
@@ -51,6 +54,8 @@ class StackedOptimizer(torch.optim.Optimizer):
             self.objective.prox_(p, hp["lr"])
         if kept is not None:
             p[frozen] = kept
+        if still is not None:  # frozen parameters stay bit-identical, whatever the rule would have done
+            p[:, self.frozen_columns] = still
         self.param_groups[0]["lr"] = float(self.current_lr.mean())
         return loss
 
@@ -90,4 +95,7 @@ def configure_stack(module: L.LightningModule, flat, segments, runs: list[Effect
     per_epoch = max(steps // epochs, 1)
     base = [float(hp["lr"])] * len(runs) if isinstance(hp["lr"], float) else [float(v) for v in hp["lr"].flatten()]
     table = lr_table(runs, base, epochs * per_epoch, per_epoch)
-    return StackedOptimizer(flat, segments, rule, hp, table, objective)
+    optimizer = StackedOptimizer(flat, segments, rule, hp, table, objective)
+    frozen = getattr(module, "frozen_columns", None)
+    optimizer.frozen_columns = frozen if frozen is not None and bool(frozen.any()) else None
+    return optimizer

@@ -19,7 +19,9 @@ NON_NEGATIVE = (0.0, None, True, True)
 @dataclass(frozen=True)
 class TransferInfo(Info):
     source: bool = True  # starts from the source weights (scratch: a fresh initialization of the same model)
-    stackable: bool = False  # frozen parameters and per-block LRs have no stacked form
+    # Seeds train as one stack (frozen parameters are columns the stacked optimizer puts back); per-block LRs,
+    # the L2-SP term and thawing during training have no stacked form.
+    stackable: bool = False
 
 
 TRANSFER = Registry("transfer", TransferInfo)
@@ -54,6 +56,7 @@ def scratch(blocks):
 @TRANSFER.register(
     "feature_extraction",
     description="frozen source backbone (BatchNorm statistics included), a new linear classifier trains",
+    stackable=True,
 )
 def feature_extraction(blocks):
     return Strategy(_head(blocks))
@@ -65,12 +68,13 @@ def feature_extraction(blocks):
     defaults={"top_blocks": 1},
     search_space={"top_blocks": {"low": 1, "high": 3}},
     bounds={"top_blocks": AT_LEAST_ONE},
+    stackable=True,
 )
 def shallow_ft(blocks, top_blocks):
     return Strategy(_names(blocks[-1 - int(top_blocks) :]))
 
 
-@TRANSFER.register("deep_ft", description="every layer trains, starting from the source weights")
+@TRANSFER.register("deep_ft", description="every layer trains, starting from the source weights", stackable=True)
 def deep_ft(blocks):
     return Strategy(_names(blocks))
 
@@ -127,6 +131,7 @@ def l2_sp(blocks, alpha, beta):
 @TRANSFER.register(
     "bitfit",
     description="only the biases of the source (BatchNorm shifts included) and the new classifier train",
+    stackable=True,
 )
 def bitfit(blocks):
     biases = frozenset(n for _, ps in blocks[:-1] for n in ps if n.endswith("bias"))
