@@ -54,4 +54,5 @@ PROBE_SMOKE_HP = {
     "backprop_cost": {"widths": [2, 4], "batch_size": 16, "repeats": 1, "warmup": 0, "fd_max_params": 500},
     "quadratic_gd": {"d": 10, "kappa_values": [10, 100], "steps": 300, "max_iters": 2000, "digits": 0},
     "lr_range_test": {"num_training": 20},
+    "few_shot_prototypes": {"ways": 2, "shots": [1], "queries": 5, "episodes": 20},
 }
