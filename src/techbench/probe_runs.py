@@ -12,10 +12,9 @@ from typing import Any
 
 from techbench import code_version
 from techbench.errors import ConfigError
-from techbench.paths import file_sha256
 from techbench.probes import PROBES, ProbeContext, run_probe
 from techbench.records import RunRecord
-from techbench.specs import StudySpec
+from techbench.specs import StudySpec, weights_identity
 from techbench.tracking import Tracker
 
 log = logging.getLogger("techbench")
@@ -37,9 +36,8 @@ def probe_hash(spec: StudySpec, name: str, hardware: dict[str, Any]) -> str:
         "components": ctx.components,
         "hardware": ctx.hardware,
         "code": code_version(),
+        **weights_identity(ctx.model),  # a probe of a source measures those weights
     }
-    if ctx.model.get("pretrained_file"):  # a probe of a source measures those weights
-        blob["weights"] = file_sha256(ctx.model["pretrained_file"])
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -44,6 +44,12 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 
 
+def weights_identity(model: dict[str, Any]) -> dict[str, str]:
+    """What a model's weights file adds to the identity of a run or probe that starts from it: the file's
+    sha256 (a retrained source re-runs what uses it); nothing for a fresh initialization."""
+    return {"weights": file_sha256(model["pretrained_file"])} if model.get("pretrained_file") else {}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines one run's numbers except the seed."""
@@ -78,9 +84,7 @@ class RunConfig:
     def config_hash(self) -> str:
         """Identity of the run's configuration and of the code that runs it (seed excluded); a run that starts
         from a weights file also depends on the file's bytes (a retrained source re-runs its transfer runs)."""
-        ident = {"config": self.as_dict(), "code": code_version()}
-        if self.model.get("pretrained_file"):
-            ident["weights"] = file_sha256(self.model["pretrained_file"])
+        ident = {"config": self.as_dict(), "code": code_version(), **weights_identity(self.model)}
         blob = json.dumps(ident, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -51,12 +51,12 @@ class StackedModule(LeanHooks, L.LightningModule):
             start += p[0].numel()
         self.flat = nn.Parameter(torch.cat([p.detach().reshape(self.k, -1) for p in params.values()], 1))
         trains = dict(models[0].named_parameters())
-        self.frozen_columns = torch.cat(
-            [
-                torch.full((b - a,), not trains[n].requires_grad)
-                for n, (a, b, _) in zip(self.names, self.segments, strict=True)
-            ]
-        )
+        frozen = [
+            torch.full((b - a,), not trains[n].requires_grad)
+            for n, (a, b, _) in zip(self.names, self.segments, strict=True)
+        ]
+        # (P,) bool, the columns of parameters no member trains (a frozen source); None when every one trains
+        self.frozen_columns = torch.cat(frozen) if any(bool(f.any()) for f in frozen) else None
         self.stacked_buffers = buffers
         self.objective = (
             StackedObjective.of(models, runs, self.segments, self.names, self.flat.shape[1]) if runs else None
@@ -134,7 +134,7 @@ class StackedModule(LeanHooks, L.LightningModule):
         return h * torch.stack(masks)
 
     def configure_optimizers(self):
-        return configure_stack(self, self.flat, self.segments, self.runs, self.objective)
+        return configure_stack(self, self.flat, self.segments, self.runs, self.objective, self.frozen_columns)
 
     def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         k, b = logits.shape[:2]

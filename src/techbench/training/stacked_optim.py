@@ -19,13 +19,20 @@ from techbench.techniques import OPTIMIZERS, SCHEDULES
 
 class StackedOptimizer(torch.optim.Optimizer):
     def __init__(
-        self, flat: torch.nn.Parameter, segments, rule, hp: dict[str, Any], lr_table: torch.Tensor, objective=None
+        self,
+        flat: torch.nn.Parameter,
+        segments,
+        rule,
+        hp: dict[str, Any],
+        lr_table: torch.Tensor,
+        objective=None,
+        frozen_columns: torch.Tensor | None = None,
     ):
         super().__init__([flat], {"lr": float(lr_table[0].mean())})
         self.rule, self.segments, self.hp, self.lr_table = rule, segments, hp, lr_table
         self.objective = objective  # the members' decoupled decay and proximal steps (StackedObjective), if any
         self.active = torch.ones(lr_table.shape[1], dtype=torch.bool)
-        self.frozen_columns: torch.Tensor | None = None  # (P,) bool: parameters no member trains (transfer)
+        self.frozen_columns = frozen_columns  # (P,) bool: parameters no member trains (a frozen source); None: none
         self.t = 0  # updates made
 
     @property
@@ -87,7 +94,9 @@ def lr_table(runs: list[EffectiveRun], base_lrs: list[float], total_steps: int, 
     return torch.tensor(columns, dtype=torch.float64).T.contiguous()
 
 
-def configure_stack(module: L.LightningModule, flat, segments, runs: list[EffectiveRun], objective=None):
+def configure_stack(
+    module: L.LightningModule, flat, segments, runs: list[EffectiveRun], objective=None, frozen_columns=None
+):
     """The stack's optimizer, each member's schedule folded into its LR table (same step count as ``configure``)."""
     rule, hp = member_hyperparameters(runs)
     epochs = max(int(module.trainer.max_epochs or 1), 1)
@@ -95,7 +104,4 @@ def configure_stack(module: L.LightningModule, flat, segments, runs: list[Effect
     per_epoch = max(steps // epochs, 1)
     base = [float(hp["lr"])] * len(runs) if isinstance(hp["lr"], float) else [float(v) for v in hp["lr"].flatten()]
     table = lr_table(runs, base, epochs * per_epoch, per_epoch)
-    optimizer = StackedOptimizer(flat, segments, rule, hp, table, objective)
-    frozen = getattr(module, "frozen_columns", None)
-    optimizer.frozen_columns = frozen if frozen is not None and bool(frozen.any()) else None
-    return optimizer
+    return StackedOptimizer(flat, segments, rule, hp, table, objective, frozen_columns)

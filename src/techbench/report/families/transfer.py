@@ -13,7 +13,6 @@ from techbench.analysis.stats import mean_ci, paired_diff_ci
 from techbench.report.families import FindingsContext, Groups
 
 FROZEN = "feature_extraction"
-FINE_TUNED = ("deep_ft", "shallow_ft", "l2_sp", "discriminative_lr", "gradual_unfreeze", "lp_ft", "bitfit")
 
 
 def _diff(groups: Groups, a: str, b: str) -> str:
@@ -37,7 +36,8 @@ def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path
             if label in groups:
                 lines.append(_diff(groups, label, "scratch") + ".")
     if FROZEN in groups:
-        tuned = [t for t in FINE_TUNED if t in groups]
+        # every other strategy that starts from the source trains some of it (the registry's `source` flag)
+        tuned = [t for t in groups if t != FROZEN and "@" not in t and ctx.flag(t, "source")]
         if tuned:
             best = max(tuned, key=lambda t: _mean(groups, t, "val_acc") or 0.0)
             lines.append(f"Best fine-tuning strategy on validation: `{best}`; {_diff(groups, best, FROZEN)}.")

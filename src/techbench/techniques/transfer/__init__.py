@@ -32,6 +32,10 @@ def strategy(spec: dict[str, Any], model: nn.Module) -> Strategy:
     return entry.factory(blocks(model), **hyperparameters(entry, spec))
 
 
+def uses_source(spec: dict[str, Any]) -> bool:
+    return TRANSFER.get(spec["name"]).info.source
+
+
 def set_trainable(model: nn.Module, names: frozenset[str]) -> None:
     for n, p in model.named_parameters():
         p.requires_grad_(n in names)
@@ -50,7 +54,6 @@ class Thaw(Callback):
     def __init__(self, spec: dict[str, Any]):
         self.spec = spec
         self.plan: tuple[tuple[int, frozenset[str]], ...] = ()
-        self.thawed: list[int] = []  # the epochs at which blocks thawed (what happened, for the record)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.plan = strategy(self.spec, pl_module.model).thaw
@@ -61,14 +64,12 @@ class Thaw(Callback):
             if at == trainer.current_epoch:
                 for n in names:
                     params[n].requires_grad_(True)
-                self.thawed.append(at)
 
 
 class TransferFamily(Family):
     def resolve(self, spec: dict[str, Any], config: dict[str, Any], n_train: int) -> dict[str, Any]:
-        entry = TRANSFER.get(spec["name"])
         file = config["model"].get("pretrained_file", "")
-        if not entry.info.source:
+        if not uses_source(spec):
             return {**config, "model": {**config["model"], "pretrained_file": ""}} if file else config
         if not file:
             raise ValueError(
@@ -78,7 +79,7 @@ class TransferFamily(Family):
         return config
 
     def build_model(self, spec: dict[str, Any], model: nn.Module, n_train: int) -> nn.Module:
-        if not TRANSFER.get(spec["name"]).info.source:
+        if not uses_source(spec):
             return model
         set_trainable(model, strategy(spec, model).trainable)
         for m in model.modules():
@@ -87,7 +88,7 @@ class TransferFamily(Family):
         return model
 
     def objective(self, spec: dict[str, Any], model: nn.Module, n_train: int) -> Objective | None:
-        plan = strategy(spec, model) if TRANSFER.get(spec["name"]).info.source else None
+        plan = strategy(spec, model) if uses_source(spec) else None
         if plan is None or plan.l2_sp is None:
             return None
         alpha, beta = plan.l2_sp
@@ -103,14 +104,11 @@ class TransferFamily(Family):
         return Objective(terms=l2_sp)
 
     def callbacks(self, spec: dict[str, Any], config: dict[str, Any]) -> list:
-        entry = TRANSFER.get(spec["name"])
-        if "every" not in entry.defaults and "probe_epochs" not in entry.defaults:
-            return []
-        return [Thaw(spec)]
+        return [Thaw(spec)] if TRANSFER.get(spec["name"]).info.thaws else []
 
     def shape_optimizer(self, spec: dict[str, Any], optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
         """Discriminative LRs: one parameter group per block, at the block's share of the optimizer's LR."""
-        if not TRANSFER.get(spec["name"]).info.source:
+        if not uses_source(spec):
             return
         scale = strategy(spec, model).lr_scale
         if not scale:

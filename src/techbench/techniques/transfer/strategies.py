@@ -22,6 +22,7 @@ class TransferInfo(Info):
     # Seeds train as one stack (frozen parameters are columns the stacked optimizer puts back); per-block LRs,
     # the L2-SP term and thawing during training have no stacked form.
     stackable: bool = False
+    thaws: bool = False  # frozen blocks start training during the fit (a Thaw callback)
 
 
 TRANSFER = Registry("transfer", TransferInfo)
@@ -85,6 +86,7 @@ def deep_ft(blocks):
     defaults={"every": 2},
     search_space={"every": {"low": 1, "high": 10}},
     bounds={"every": AT_LEAST_ONE},
+    thaws=True,
 )
 def gradual_unfreeze(blocks, every):
     body = blocks[:-1]
@@ -98,6 +100,7 @@ def gradual_unfreeze(blocks, every):
     defaults={"probe_epochs": 5},
     search_space={"probe_epochs": {"low": 1, "high": 20}},
     bounds={"probe_epochs": AT_LEAST_ONE},
+    thaws=True,
 )
 def lp_ft(blocks, probe_epochs):
     return Strategy(_head(blocks), thaw=((int(probe_epochs), _names(blocks[:-1])),))
