@@ -17,7 +17,7 @@ PACKAGE = ROOT / "src" / "techbench"
 MAX_FILE_LINES = 300
 MAX_FUNCTION_LINES = 60
 # Third-party packages imported where they are used: each costs seconds or is needed by one entry only.
-LAZY_OK = {"mnist1d", "sklearn", "torchvision", "timm", "safetensors", "PIL"}
+LAZY_OK = {"mnist1d", "sklearn", "torchvision", "timm", "safetensors", "PIL", "peft"}  # peft imports transformers
 # Modules that choose what to import per command, so `techbench report` runs without loading torch.
 LAZY_MODULES = {"techbench.cli"}
 TORCH_FREE = (

@@ -62,7 +62,10 @@ def repo(tmp_path):
         study.pop("sweep", None)
         study.pop("baseline", None)
         study.update(data={"name": "debug", "noise": 0.7, "data_seed": 1}, seeds=2, train={"epochs": 2})
-        if "techniques" in study:
+        if "model" in study:  # a student of its source: the strategies with a teacher
+            study["model"] = {"name": "mlp", "hidden": [8]}
+            study["techniques"] = ["scratch", "knowledge_distillation"]
+        elif "techniques" in study:
             study["techniques"] = ["scratch", "feature_extraction"]
         if "probes" in study:
             study["probes"] = {p: PROBE_SMOKE_HP.get(p, {}) for p in study["probes"]}

@@ -237,13 +237,13 @@ def test_a_users_own_missing_weights_file_is_named_by_its_key(workdir, capsys):
     assert "studies.mine.model" in err and "nope.safetensors" in err and not (workdir / "mlflow.db").exists()
 
 
-def test_transfer_blocks_name_a_known_source_and_train_its_model():
+def test_transfer_blocks_name_a_known_source_and_a_model_of_their_own_is_a_student():
     raw = _raw(CNN_SOURCE, ["deep_ft"])
     raw["transfer"]["ft"]["source"] = "srcc"
     with pytest.raises(ConfigError, match=r"transfer\.ft\.source.*allowed: src"):
         parse_params(raw)
-    raw = _raw(CNN_SOURCE, ["deep_ft"], model={"name": "mlp"})
-    with pytest.raises(ConfigError, match=r"transfer\.ft\.model"):
+    raw = _raw(CNN_SOURCE, ["deep_ft"], model={"name": "mlp"})  # the source's weights do not fit an MLP
+    with pytest.raises(ConfigError, match=r"transfer\.ft\.techniques\[0\].*allowed: knowledge_distillation"):
         parse_params(raw)
 
 

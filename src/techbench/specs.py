@@ -41,13 +41,22 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "divergence_loss": 1.0e3,
     "target_val_acc": 0.0,  # time-to-target is reported when > 0
     "save_predictions": False,  # log test-set probabilities (an artifact) for bias²/variance over seeds
+    # Also measure one training step's peak memory at these batch sizes (memory/step_mb/b<k>): memory vs batch
+    # for parameter-efficient methods, whose saving shrinks as activations grow with the batch.
+    "memory_batches": [],
 }
 
 
-def weights_identity(model: dict[str, Any]) -> dict[str, str]:
-    """What a model's weights file adds to the identity of a run or probe that starts from it: the file's
-    sha256 (a retrained source re-runs what uses it); nothing for a fresh initialization."""
-    return {"weights": file_sha256(model["pretrained_file"])} if model.get("pretrained_file") else {}
+def weights_identity(model: dict[str, Any], components: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """What weights files add to the identity of a run or probe: the sha256 of the model's ``pretrained_file``
+    and of every component's ``*_file`` (a distillation teacher), so a retrained source re-runs what uses it;
+    nothing for a fresh initialization."""
+    out = {"weights": file_sha256(model["pretrained_file"])} if model.get("pretrained_file") else {}
+    for slot, spec in (components or {}).items():
+        for k, v in spec.items():
+            if k.endswith("_file") and v:
+                out[f"{slot}.{k}"] = file_sha256(v)
+    return out
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ class RunConfig:
     def config_hash(self) -> str:
         """Identity of the run's configuration and of the code that runs it (seed excluded); a run that starts
         from a weights file also depends on the file's bytes (a retrained source re-runs its transfer runs)."""
-        ident = {"config": self.as_dict(), "code": code_version(), **weights_identity(self.model)}
+        ident = {"config": self.as_dict(), "code": code_version(), **weights_identity(self.model, self.components)}
         blob = json.dumps(ident, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -193,6 +202,7 @@ class StudySpec:
     baselines: dict[str, str] = field(default_factory=dict)  # workload -> the label the others are tested against
     section: str = "studies"  # the params.yaml block it came from: studies, or transfer (studies with a source)
     source: str | None = None  # transfer studies: the pretrain entry whose weights every run starts from
+    source_weights: str | None = None  # its weights file (a student study's teacher)
 
     @property
     def key(self) -> str:

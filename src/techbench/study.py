@@ -49,9 +49,8 @@ def preflight(spec: StudySpec) -> None:
     impossible one (exact Newton on a model too large for its Hessian, spatial dropout on an MLP, a training
     subset larger than the data) is a config error, not a half-finished study."""
     if spec.source is not None:
-        weights = next(iter(spec.workloads.values())).model["pretrained_file"]
         try:
-            check_weights(weights)
+            check_weights(spec.source_weights)
         except ValueError as e:
             raise ConfigError(f"{spec.key}.source", f"{e} (train it: dvc repro pretrain@{spec.source})") from None
     seen = set()

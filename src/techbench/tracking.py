@@ -131,15 +131,21 @@ class Tracker:
         metrics = [Metric(k, float(v), now, 0) for k, v in record.metrics.items() if v is not None]
         for key, values in record.histories.items():
             metrics += [Metric(key, float(v), now, i) for i, v in enumerate(values) if v is not None]
-        for i in range(0, len(params), 100):  # params go in smaller batches (their own, lower limit)
-            self.client.log_batch(run_id, params=params[i : i + 100])
-        for i in range(0, len(metrics), BATCH):
-            self.client.log_batch(run_id, metrics=metrics[i : i + BATCH])
-        data = record.config.get("data")
-        if isinstance(data, dict) and data.get("name"):
-            self.client.log_inputs(run_id, [_dataset_input(data, record.config.get("n_train"))])
-        self._artifacts(run_id, {**record.artifacts, RECORD: record.as_json()})
-        self.client.set_terminated(run_id, "KILLED" if record.outcome == "pruned" else "FINISHED")
+        try:
+            for i in range(0, len(params), 100):  # params go in smaller batches (their own, lower limit)
+                self.client.log_batch(run_id, params=params[i : i + 100])
+            for i in range(0, len(metrics), BATCH):
+                self.client.log_batch(run_id, metrics=metrics[i : i + BATCH])
+            data = record.config.get("data")
+            if isinstance(data, dict) and data.get("name"):
+                self.client.log_inputs(run_id, [_dataset_input(data, record.config.get("n_train"))])
+            self._artifacts(run_id, {**record.artifacts, RECORD: record.as_json()})
+            self.client.set_terminated(run_id, "KILLED" if record.outcome == "pruned" else "FINISHED")
+        except Exception:
+            # Never left RUNNING: a write that failed half-way is a FAILED run, without the `complete` tag that
+            # makes a run count as finished (so the next run of the study trains it again).
+            self.client.set_terminated(run_id, "FAILED")
+            raise
         self.client.set_tag(run_id, "complete", "1")  # last: the run counts as finished only now
         return run_id
 

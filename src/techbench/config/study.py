@@ -44,6 +44,9 @@ def _train(key: str, defaults: dict[str, Any], given: Any) -> dict[str, Any]:
     train = merge_checked(key, defaults, given)
     if train["epochs"] < 1:
         raise ConfigError(f"{key}.epochs", f"{train['epochs']!r} is out of range: must be >= 1")
+    sizes = train["memory_batches"]
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes):
+        raise ConfigError(f"{key}.memory_batches", f"{sizes!r}: expected a list of batch sizes (integers >= 1)")
     return train
 
 

@@ -4,7 +4,10 @@ pretrain.<name>:  a source model: {data, model, train, optimizer, seed}; the pre
                   (best validation weights kept) and saves <paths.models>/<name>/model.safetensors + card.json
 transfer.<name>:  a study (the keys of a `studies:` block) with `source: <pretrain name>`; its model is the
                   source's, every run starts from the source's weights (the transfer family, the default
-                  family here, says how), and its DVC stage depends on exactly that source's folder
+                  family here, says how), and its DVC stage depends on exactly that source's folder.
+                  With a `model:` of its own the study trains that model, a student, and the source is its
+                  teacher (the strategies with a teacher flag: knowledge distillation; scratch as the
+                  labels-only baseline)
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from techbench.checks import component
 from techbench.config.study import STUDY_KEYS, parse_study
 from techbench.errors import ConfigError
 from techbench.specs import SourceSpec, StudySpec
-from techbench.techniques import FAMILIES
+from techbench.techniques import FAMILIES, TRANSFER
 
 PRETRAIN_KEYS = ["data", "model", "train", "optimizer", "seed"]
 WEIGHTS = "model.safetensors"
@@ -64,14 +67,41 @@ def parse_transfer(name: str, block: Any, hardware: dict[str, Any], sources: dic
     if block.get("source") not in sources:
         raise ConfigError(f"{key}.source", f"unknown source {block.get('source')!r}", sorted(sources))
     source = sources[block["source"]]
-    if "model" in block or any("model" in (w or {}) for w in (block.get("workloads") or {}).values()):
-        raise ConfigError(f"{key}.model", f"a transfer study trains its source's model (pretrain.{source.name}.model)")
+    student = "model" in block or any("model" in (w or {}) for w in (block.get("workloads") or {}).values())
     study = {k: v for k, v in block.items() if k != "source"}
     if "techniques" in study or not study.get("probes"):  # a block of probes only has no family
         study.setdefault("family", "transfer")
+    if student:
+        return _student_study(name, study, hardware, source)
     study["model"] = {k: v for k, v in source.run.model.items() if k != "pretrained_file"}
     spec = parse_study(name, study, hardware, section="transfer")
     weights = {**source.run.model, "pretrained_file": source.weights}
     runs = [replace(r, model=weights) for r in spec.runs]
     workloads = {n: replace(w, model=weights) for n, w in spec.workloads.items()}
-    return replace(spec, runs=runs, workloads=workloads, source=source.name)
+    return replace(spec, runs=runs, workloads=workloads, source=source.name, source_weights=source.weights)
+
+
+def _student_study(name: str, study: dict[str, Any], hardware: dict[str, Any], source: SourceSpec) -> StudySpec:
+    """A transfer study with a model of its own: the source teaches it (its weights file is the teacher_file
+    of every strategy that has one); strategies that start from the source's weights do not fit its model."""
+    key = f"transfer.{name}"
+    if study.get("family", "transfer") != "transfer":
+        raise ConfigError(f"{key}.family", "a transfer study with a `model:` (a student) varies `transfer`")
+    allowed = [n for n in TRANSFER.names() if not TRANSFER.get(n).info.source]
+    for i, t in enumerate(study.get("techniques") or []):
+        if t in TRANSFER and TRANSFER.get(t).info.source:
+            raise ConfigError(
+                f"{key}.techniques[{i}]",
+                f"{t!r} starts from the source's weights, which do not fit this study's own `model:` (a student "
+                f"that the source, {source.name}, teaches)",
+                allowed,
+            )
+    spec = parse_study(name, study, hardware, section="transfer")
+
+    def taught(run):
+        comps = dict(run.components)
+        if "teacher_file" in comps["transfer"]:
+            comps["transfer"] = {**comps["transfer"], "teacher_file": source.weights}
+        return replace(run, components=comps)
+
+    return replace(spec, runs=[taught(r) for r in spec.runs], source=source.name, source_weights=source.weights)

@@ -60,6 +60,9 @@ class Objective:
     l1: list[tuple[nn.Parameter, float]] = field(default_factory=list)  # c·Σ|w| added to the cost
     # terms(model) -> scalar tensor added to the training loss; None = no such term
     terms: Callable[[nn.Module], torch.Tensor] | None = None
+    # batch_terms(x, y, logits, loss) -> scalar added to the cost of that batch: a term that needs the batch,
+    # e.g. distillation's soft targets from a teacher on x (not stackable either); None = no such term
+    batch_terms: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     # (parameter, shrink coefficient c): before each step w ← w − lr·c·w (decoupled weight decay)
     decay: list[tuple[nn.Parameter, float]] = field(default_factory=list)
     # (parameter, threshold coefficient c): after each step w ← sign(w)·max(|w| − lr·c, 0) (L1's proximal step)
@@ -79,17 +82,24 @@ class Objective:
 
     @property
     def active(self) -> bool:
-        """Whether it changes anything: a penalty, a decay or a proximal step."""
-        return self.penalty is not None or bool(self.decay) or bool(self.prox)
+        """Whether it changes anything: a penalty, a batch term, a decay or a proximal step."""
+        return self.penalty is not None or self.batch_terms is not None or bool(self.decay) or bool(self.prox)
+
+    @property
+    def one_model(self) -> bool:
+        """Whether it has a term computed from one model or its batch, which a stack cannot apply per member."""
+        return self.terms is not None or self.batch_terms is not None
 
     @staticmethod
     def combine(parts: list[Objective | None]) -> Objective:
         parts = [p for p in parts if p is not None]
         terms = [p.terms for p in parts if p.terms is not None]
+        batch = [p.batch_terms for p in parts if p.batch_terms is not None]
         return Objective(
             l2=[t for p in parts for t in p.l2],
             l1=[t for p in parts for t in p.l1],
             terms=(lambda model: sum(f(model) for f in terms)) if terms else None,
+            batch_terms=(lambda *a: sum(f(*a) for f in batch)) if batch else None,
             decay=[d for p in parts for d in p.decay],
             prox=[d for p in parts for d in p.prox],
         )

@@ -98,16 +98,29 @@ def fit(
     return FitResult(module, seconds, own)
 
 
-def step_memory_mb(model: nn.Module, run: EffectiveRun, data: DataSplits) -> float:
-    """Peak memory of one training step at the run's batch size (parameters, gradients, optimizer state,
-    batch, activations), measured on a copy so the run itself is untouched: CUDA allocator peak on a GPU,
-    live tensor bytes on CPU (see training/memory.py)."""
+def step_memory(model: nn.Module, run: EffectiveRun, data: DataSplits) -> dict[str, float]:
+    """memory/step_mb at the run's batch size, and memory/step_mb/b<k> for each of ``train.memory_batches``."""
+    out = {"memory/step_mb": step_memory_mb(model, run, data)}
+    for batch in run.train.get("memory_batches") or []:
+        out[f"memory/step_mb/b{batch}"] = step_memory_mb(model, run, data, batch)
+    return out
+
+
+def step_memory_mb(model: nn.Module, run: EffectiveRun, data: DataSplits, batch: int | None = None) -> float:
+    """Peak memory of one training step at the run's batch size or ``batch`` (parameters, gradients, optimizer
+    state, batch, activations), measured on a copy so the run itself is untouched: CUDA allocator peak on a
+    GPU, live tensor bytes on CPU (see training/memory.py). Frozen parameters have no gradient and no
+    optimizer state, so parameter-efficient methods show their saving here."""
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[]):
         clone = copy.deepcopy(model)
         optimizer = FAMILIES["optimizer"].build(run["optimizer"], clone)
-        batch = run.train["batch_size"]
-        x, y = data.x_train[:batch].to(device), data.y_train[:batch].to(device)
+        batch = batch or run.train["batch_size"]
+        x = data.x_train[:batch]
+        if len(x) < batch:  # a small training split: repeat it to the asked batch size
+            x = x.repeat(-(-batch // len(x)), *([1] * (x.dim() - 1)))[:batch]
+        y = data.y_train.repeat(-(-batch // len(data.y_train)))[:batch]
+        x, y = x.to(device), y.to(device)
         plain = OPTIMIZERS.get(run["optimizer"]["name"]).info.closure is None
 
         def step():

@@ -103,6 +103,7 @@ class TechniqueModule(LeanHooks, L.LightningModule):
         self.run = run
         self.objective = Objective.combine([f.objective(run[f.name], model, run.n_train) for f in FAMILIES])
         self._penalty = self.objective.penalty  # built once: _cost runs every step
+        self._batch_terms = self.objective.batch_terms
         self.divergence_loss = float(run.train["divergence_loss"])
         self._last_cost = 0.0
         self._batch_counted = False
@@ -137,10 +138,13 @@ class TechniqueModule(LeanHooks, L.LightningModule):
         logits = self(x)
         return loss_fn(logits, y), logits, y
 
-    def _cost(self, loss: torch.Tensor) -> torch.Tensor:
-        """The cost the optimizer minimizes: the data loss plus every family's penalty terms. Logged losses stay
-        the data loss, so runs with and without a penalty compare on the same scale."""
-        return loss if self._penalty is None else loss + self._penalty(self.model)
+    def _cost(self, loss: torch.Tensor, batch, logits: torch.Tensor) -> torch.Tensor:
+        """The cost the optimizer minimizes: the data loss plus every family's penalty and batch terms. Logged
+        losses stay the data loss, so runs with and without a penalty compare on the same scale."""
+        cost = loss if self._penalty is None else loss + self._penalty(self.model)
+        if self._batch_terms is not None:
+            cost = cost + self._batch_terms(batch[0], batch[1], logits, loss)
+        return cost
 
     def on_before_optimizer_step(self, optimizer):
         # Decoupled weight decay: shrink outside the gradient, once per update, with the current LR (AdamW).
@@ -167,7 +171,7 @@ class TechniqueModule(LeanHooks, L.LightningModule):
         if not self.automatic_optimization:
             return self._manual_step(batch)
         loss, logits, y = self._loss(batch)
-        cost = self._cost(loss)
+        cost = self._cost(loss, batch, logits)
         if self._diverging(cost):
             # Skip the update; a closure-driven optimizer (L-BFGS) needs a value, so it gets the loss.
             return cost if self.closure_kind == "backward" else None
@@ -186,7 +190,7 @@ class TechniqueModule(LeanHooks, L.LightningModule):
 
         def closure():
             loss, logits, y = self._loss(batch)
-            cost = self._cost(loss)
+            cost = self._cost(loss, batch, logits)
             seen.update(loss=loss, cost=cost, logits=logits, y=y)
             return cost
 

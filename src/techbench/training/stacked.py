@@ -26,7 +26,7 @@ from techbench.specs import EffectiveRun, RunConfig
 from techbench.techniques import FAMILIES, Fit
 from techbench.training.effective import build_run_model, resolve
 from techbench.training.evaluation import measure, select_weights, throughput
-from techbench.training.fit import step_memory_mb
+from techbench.training.fit import step_memory
 from techbench.training.result import RunResult
 from techbench.training.stack_module import StackedModule
 from techbench.training.trainer import make_trainer
@@ -63,7 +63,7 @@ def _refusal(family, spec: dict, config: dict, model, n_train: int) -> str | Non
         said = f"{family.name} {spec['name']} (callbacks of one model)"
     if said is None and model is not None:
         objective = family.objective(spec, model, n_train)
-        if objective is not None and objective.terms is not None:
+        if objective is not None and objective.one_model:
             said = f"{family.name} {spec['name']} (objective terms of one model)"
     return said
 
@@ -195,7 +195,7 @@ def train_members(
     start = time.perf_counter()
     trainer.fit(module, datamodule=StackedData(datas, runs[0].train["batch_size"], [s for _, s in members]))
     fit_s = time.perf_counter() - start
-    k, memory = len(members), step_memory_mb(models[0], runs[0], datas[0])
+    k, memory = len(members), step_memory(models[0], runs[0], datas[0])
     results = []
     for i, model in enumerate(module.unstacked(models)):
         history = module.member_history(i)
@@ -205,7 +205,7 @@ def train_members(
             "time/fit_s": fit_s / k,
             "epochs_run": float(epochs),
             **throughput(runs[i], min(updates, trainer.global_step), epochs, fit_s, stack=k),
-            "memory/step_mb": memory,
+            **memory,
             "vectorized_k": float(k),
         }
         # The global stream where the member's sequential run leaves it (after its dropout draws): Monte-Carlo

@@ -31,7 +31,7 @@ class StackedObjective:
             Objective.combine([f.objective(run[f.name], model, run.n_train) for f in FAMILIES])
             for model, run in zip(models, runs, strict=True)
         ]
-        if any(o.terms is not None for o in objectives):
+        if any(o.one_model for o in objectives):
             raise ValueError("an objective term of one model (not a per-parameter penalty) cannot be stacked")
         if not any(o.active for o in objectives):
             return None

@@ -4,6 +4,7 @@ locally (nothing is downloaded). The defaults are the hyperparameters params.yam
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -127,22 +128,61 @@ def mnist1d(num_samples, val_fraction, data_seed, shuffle_seq, **generator) -> D
     return DataSplits(x_tr, y_tr, x_val, y_val, x_test, y_test, num_classes=10)
 
 
+DIGITS_PARTS = ("all", "first_half", "second_half")
+
+
+def _check_digits(hp: dict[str, Any]) -> None:
+    if hp["part"] not in DIGITS_PARTS:
+        raise ValueError(f"part {hp['part']!r} unknown; allowed: {', '.join(DIGITS_PARTS)}")
+    for k in ("blur", "noise"):
+        if not isinstance(hp[k], (int, float)) or hp[k] < 0:
+            raise ValueError(f"{k} {hp[k]!r} is out of range: must be a number >= 0")
+
+
 @DATASETS.register(
     "digits",
-    description="scikit-learn's bundled 8x8 handwritten digits (1797 images), as 1-channel images",
-    defaults={"test_fraction": 0.2, "val_fraction": 0.1, "data_seed": 0, "image_size": 8, **SUBSET_DEFAULTS},
+    description="scikit-learn's bundled 8x8 handwritten digits (1797 images), as 1-channel images; shifted "
+    "domains by rotation, blur, inversion and noise, and disjoint image halves for source and target",
+    defaults={
+        "test_fraction": 0.2,
+        "val_fraction": 0.1,
+        "data_seed": 0,
+        "image_size": 8,
+        "part": "all",  # first_half / second_half: disjoint halves of the 1797 images (a source and a target)
+        "rotate": 0.0,  # degrees, counter-clockwise
+        "blur": 0.0,  # Gaussian blur sigma, in pixels of the resized image
+        "invert": False,  # white digits on black become black on white
+        "noise": 0.0,  # std of Gaussian noise added after standardization (drawn from data_seed)
+        **SUBSET_DEFAULTS,
+    },
+    check=_check_digits,
 )
-def digits(test_fraction, val_fraction, data_seed, image_size) -> DataSplits:
+def digits(test_fraction, val_fraction, data_seed, image_size, part, rotate, blur, invert, noise) -> DataSplits:
     from sklearn.datasets import load_digits
+    from torchvision.transforms import functional as tf
 
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(d.target, dtype=torch.long)
+    if part != "all":  # a fixed split of the images, whatever the data_seed: the halves never share an image
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1797))
+        half = order[: len(x) // 2] if part == "first_half" else order[len(x) // 2 :]
+        x, y = x[half], y[half]
     if image_size != 8:
         x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear")
+    if rotate:
+        x = tf.rotate(x, float(rotate), interpolation=tf.InterpolationMode.BILINEAR)
+    if blur:
+        kernel = 2 * int(math.ceil(3 * blur)) + 1
+        x = tf.gaussian_blur(x, [kernel, kernel], [float(blur), float(blur)])
+    if invert:
+        x = 1.0 - x
     x_rest, y_rest, x_test, y_test = split_train_val(x, y, test_fraction, data_seed)
     x_tr, y_tr, x_val, y_val = split_train_val(x_rest, y_rest, val_fraction, data_seed + 1)
     x_tr, x_val, x_test = _standardize(x_tr, x_val, x_test)
+    if noise:
+        g = torch.Generator().manual_seed(data_seed + 31)
+        x_tr, x_val, x_test = (t + noise * torch.randn(t.shape, generator=g) for t in (x_tr, x_val, x_test))
     return DataSplits(x_tr, y_tr, x_val, y_val, x_test, y_test, num_classes=10)
 
 

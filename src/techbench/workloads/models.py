@@ -174,21 +174,25 @@ def _check_timm(hp: dict[str, Any]) -> None:
 
     if not timm.is_model(hp["arch"]):
         raise ValueError(f"unknown timm architecture {hp['arch']!r} (see timm.list_models())")
+    if not isinstance(hp["options"], dict):
+        raise ValueError(f"options {hp['options']!r}: expected a mapping of timm.create_model keyword arguments")
     _check_file(hp)
 
 
 @MODELS.register(
     "timm",
     description="any timm image model; pretrained weights come from a local file (never a hub download)",
-    defaults={"arch": "test_resnet", "pretrained_file": "", "drop_rate": 0.0},
+    # options: further timm.create_model arguments, e.g. {img_size: 16, patch_size: 4} for a ViT on small images
+    defaults={"arch": "test_resnet", "pretrained_file": "", "drop_rate": 0.0, "options": {}},
     check=_check_timm,
 )
-def timm_model(input_shape, num_classes, arch, pretrained_file, drop_rate) -> nn.Module:
+def timm_model(input_shape, num_classes, arch, pretrained_file, drop_rate, options) -> nn.Module:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from files only: never wait for the hub
     import timm
 
-    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": input_shape[0], "drop_rate": drop_rate}
+    kwargs: dict[str, Any] = {**options, "num_classes": num_classes, "in_chans": input_shape[0], "drop_rate": drop_rate}
     if pretrained_file:
         # timm's own pretrained path, pointed at a local file: the classifier is dropped when shapes differ.
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(Path(pretrained_file).resolve())})
+        overlay = {"file": str(Path(pretrained_file).resolve()), "input_size": tuple(input_shape)}
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=overlay)
     return timm.create_model(arch, **kwargs)

@@ -1,7 +1,8 @@
 """The transfer family's findings per target workload: what starting from the source bought over scratch, whether
 fine-tuning beat the frozen backbone (the chapter's C52: it should at larger target sets, not at the smallest),
 what each strategy cost the source task (forgetting) for how much of the model it trained, and — in an LR sweep —
-how much smaller the fine-tuning LR chosen on validation is than the one from scratch (C53)."""
+how much smaller the fine-tuning LR chosen on validation is than the one from scratch (C53); parameter-efficient
+methods' memory and distillation's gain are in transfer_peft.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from techbench.analysis.findings import by_seed
 from techbench.analysis.rows import value
 from techbench.analysis.stats import mean_ci, paired_diff_ci
 from techbench.report.families import FindingsContext, Groups
+from techbench.report.families.transfer_peft import distillation_lines, peft_lines
 
 FROZEN = "feature_extraction"
 
@@ -47,13 +49,15 @@ def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path
         if forgot is not None and share is not None:
             costs.append(f"`{label}` {100 * share:.1f} % trained, source accuracy −{100 * forgot:.1f} pp")
     lines += lr_ratio(groups)
+    peft, figures = peft_lines(groups, ctx)
+    lines += peft + distillation_lines(groups, ctx)
     if costs:
         lines.append(
             "Trainable share and forgetting (source test accuracy lost, source classifier restored): "
             + "; ".join(costs)
             + "."
         )
-    return lines, []
+    return lines, figures
 
 
 def _lr(label: str) -> float | None:

@@ -22,7 +22,8 @@ from torch import nn
 
 from techbench.registry import hyperparameters
 from techbench.techniques.family import Column, Family, Objective
-from techbench.techniques.transfer.measure import transfer_metrics
+from techbench.techniques.transfer.distillation import distillation_term
+from techbench.techniques.transfer.measure import teacher_metrics, transfer_metrics
 from techbench.techniques.transfer.strategies import TRANSFER, Strategy
 from techbench.workloads.pretrained import blocks, read_weights, source_file
 
@@ -69,6 +70,11 @@ class Thaw(Callback):
 class TransferFamily(Family):
     def resolve(self, spec: dict[str, Any], config: dict[str, Any], n_train: int) -> dict[str, Any]:
         file = config["model"].get("pretrained_file", "")
+        if TRANSFER.get(spec["name"]).info.teacher and not spec.get("teacher_file"):
+            raise ValueError(
+                f"transfer {spec['name']} learns from a teacher: set its teacher_file (or give the transfer study "
+                "a `model:`, the student, and its `source:` is the teacher)"
+            )
         if not uses_source(spec):
             return {**config, "model": {**config["model"], "pretrained_file": ""}} if file else config
         if not file:
@@ -81,13 +87,23 @@ class TransferFamily(Family):
     def build_model(self, spec: dict[str, Any], model: nn.Module, n_train: int) -> nn.Module:
         if not uses_source(spec):
             return model
-        set_trainable(model, strategy(spec, model).trainable)
+        plan = strategy(spec, model)
+        set_trainable(model, plan.trainable)
+        if plan.insert is not None:  # a PEFT method: what it adds trains, the rest keeps its flags
+            before = {id(p): p.requires_grad for p in model.parameters()}
+            model = plan.insert(model)
+            for p in model.parameters():
+                p.requires_grad_(before.get(id(p), True))
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.register_forward_pre_hook(_frozen_norm_stays_eval)
         return model
 
     def objective(self, spec: dict[str, Any], model: nn.Module, n_train: int) -> Objective | None:
+        entry = TRANSFER.get(spec["name"])
+        if entry.info.teacher:
+            alpha, temperature, file = strategy(spec, model).distill
+            return Objective(batch_terms=distillation_term(alpha, temperature, file))
         plan = strategy(spec, model) if uses_source(spec) else None
         if plan is None or plan.l2_sp is None:
             return None
@@ -121,7 +137,10 @@ class TransferFamily(Family):
             optimizer.add_param_group(group)
 
     def measure(self, spec: dict[str, Any], model: nn.Module, data: Any) -> dict[str, float]:
-        return transfer_metrics(model)
+        metrics = transfer_metrics(model)
+        if TRANSFER.get(spec["name"]).info.teacher:
+            metrics.update(teacher_metrics(spec["teacher_file"], data))
+        return metrics
 
 
 FAMILY = TransferFamily(

@@ -1,5 +1,6 @@
-"""What every transfer run measures after fit: trainable and total parameters, the drift of each source block
-from its source weights (L2 distance), and forgetting — the source task's test accuracy of the fine-tuned
+"""What every transfer run measures after fit: trainable and total parameters (a PEFT method's added ones
+included), the drift of each source block from its source weights (L2 distance; LoRA merged into its layers),
+and forgetting — the source task's test accuracy of the fine-tuned
 backbone under the source's own classifier (read from the weights file), next to the source accuracy the model
 card recorded before fine-tuning."""
 
@@ -10,6 +11,8 @@ import copy
 import torch
 from torch import nn
 
+from techbench.techniques.transfer.distillation import load_teacher
+from techbench.techniques.transfer.peft import merged
 from techbench.workloads.datasets import load_dataset
 from techbench.workloads.evaluation import evaluate
 from techbench.workloads.pretrained import (
@@ -76,7 +79,17 @@ def transfer_metrics(model: nn.Module) -> dict[str, float]:
     file = source_file(model)
     if file is None:
         return metrics
+    model = merged(model)  # LoRA's updates folded into the source layers they adapt
     source = read_weights(file)
     metrics.update(drift(model, source))
     metrics.update(forgetting(model, source, read_card(file)))
     return metrics
+
+
+def teacher_metrics(file: str, data) -> dict[str, float]:
+    """The teacher's size and its test accuracy on the student's test split: what a student is compared with."""
+    teacher = load_teacher(file, tuple(data.x_test.shape[1:]))
+    return {
+        "transfer/teacher_params": float(sum(p.numel() for p in teacher.parameters())),
+        "transfer/teacher_acc": evaluate(teacher, data.x_test, data.y_test)["acc"],
+    }

@@ -2,15 +2,21 @@
 
 A factory takes the model's blocks (workloads/pretrained.blocks: (name, parameter names) from input to the
 classifier, the classifier last) and the entry's hyperparameters, and returns a ``Strategy``: which parameters
-train from the first epoch, a per-block learning-rate scale, the L2-SP coefficients, and when frozen blocks
-thaw. The family (transfer/__init__.py) applies it to the run.
+train from the first epoch, a per-block learning-rate scale, the L2-SP coefficients, when frozen blocks thaw,
+and the modules a parameter-efficient method adds (transfer/peft.py; their parameters all train). The family
+(transfer/__init__.py) applies it to the run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from torch import nn
+
 from techbench.registry import Info, Registry
+from techbench.techniques.transfer import peft
+from techbench.workloads.pretrained import check_weights
 
 AT_LEAST_ONE = (1, None, True, True)
 NON_NEGATIVE = (0.0, None, True, True)
@@ -23,6 +29,7 @@ class TransferInfo(Info):
     # the L2-SP term and thawing during training have no stacked form.
     stackable: bool = False
     thaws: bool = False  # frozen blocks start training during the fit (a Thaw callback)
+    teacher: bool = False  # learns from the source as a teacher (the study's model is a student of its own)
 
 
 TRANSFER = Registry("transfer", TransferInfo)
@@ -37,6 +44,8 @@ class Strategy:
     l2_sp: tuple[float, float] | None = None  # (α towards the source weights, β on the new classifier)
     # (epoch, parameter names that start training at that epoch, 0-based), in epoch order
     thaw: tuple[tuple[int, frozenset[str]], ...] = ()
+    insert: Callable[[nn.Module], nn.Module] | None = None  # adds the trainable modules of a PEFT method
+    distill: tuple[float, float, str] | None = None  # (α, T, the teacher's weights file): see distillation.py
 
 
 def _names(blocks: Blocks) -> frozenset[str]:
@@ -139,3 +148,58 @@ def l2_sp(blocks, alpha, beta):
 def bitfit(blocks):
     biases = frozenset(n for _, ps in blocks[:-1] for n in ps if n.endswith("bias"))
     return Strategy(biases | _head(blocks))
+
+
+@TRANSFER.register(
+    "lora",
+    description="frozen source + trainable low-rank updates (α/r)·BA on a ViT's attention projections or a "
+    "CNN's convolutions (LoRA, through peft), and the new classifier",
+    defaults={"rank": 4, "lora_alpha": 8.0},
+    search_space={"rank": {"low": 1, "high": 16, "log": True}, "lora_alpha": {"low": 1.0, "high": 32.0, "log": True}},
+    bounds={"rank": AT_LEAST_ONE, "lora_alpha": (0.0, None, False, True)},
+)
+def lora(blocks, rank, lora_alpha):
+    return Strategy(_head(blocks), insert=lambda model: peft.add_lora(model, rank, lora_alpha))
+
+
+@TRANSFER.register(
+    "adapters",
+    description="frozen source + a trainable bottleneck adapter h + up(act(down(h))) after each block "
+    "(Houlsby et al. 2019), and the new classifier",
+    defaults={"bottleneck": 8},
+    search_space={"bottleneck": {"low": 2, "high": 64, "log": True}},
+    bounds={"bottleneck": AT_LEAST_ONE},
+)
+def adapters(blocks, bottleneck):
+    return Strategy(_head(blocks), insert=lambda model: peft.add_adapters(model, bottleneck))
+
+
+@TRANSFER.register(
+    "prompt_tuning",
+    description="frozen ViT + `tokens` learned prompt tokens in its input sequence (VPT-shallow), and the new "
+    "classifier",
+    defaults={"tokens": 8},
+    search_space={"tokens": {"low": 1, "high": 32, "log": True}},
+    bounds={"tokens": AT_LEAST_ONE},
+)
+def prompt_tuning(blocks, tokens):
+    return Strategy(_head(blocks), insert=lambda model: peft.add_prompts(model, tokens))
+
+
+def _check_teacher(hp: dict) -> None:
+    if hp["teacher_file"]:
+        check_weights(hp["teacher_file"])
+
+
+@TRANSFER.register(
+    "knowledge_distillation",
+    description="a fresh student trained on α·CE(y, student) + (1−α)·T²·KL(teacher_T ‖ student_T), the "
+    "teacher being the source model with its own classifier (Hinton et al. 2015)",
+    defaults={"alpha": 0.5, "temperature": 4.0, "teacher_file": ""},
+    search_space={"alpha": {"low": 0.0, "high": 1.0}, "temperature": {"low": 1.0, "high": 10.0, "log": True}},
+    check=_check_teacher,
+    source=False,
+    teacher=True,
+)
+def knowledge_distillation(blocks, alpha, temperature, teacher_file):
+    return Strategy(_names(blocks), distill=(float(alpha), float(temperature), str(teacher_file)))
