@@ -300,3 +300,47 @@ def test_a_peft_study_logs_memory_per_batch_size_to_mlflow(vit, vit_dir):
     for r in runs:
         assert r.info.status == "FINISHED"
         assert r.data.metrics["memory/step_mb/b1"] < r.data.metrics["memory/step_mb/b16"]
+
+
+def test_peft_and_distillation_findings_state_the_chapters_margins_with_their_numbers(tmp_path):
+    from techbench.report.families import FindingsContext
+    from techbench.report.families.transfer_peft import distillation_lines, peft_lines
+
+    def rows(acc, mem1, mem64, trainable, total=1000.0, **extra):
+        return [
+            {
+                "seed": s,
+                "test_acc": acc + 0.001 * s * (acc > 0.8),
+                "metrics": {
+                    "memory/step_mb/b1": mem1,
+                    "memory/step_mb/b64": mem64,
+                    "transfer/params_trainable": trainable,
+                    "transfer/params_total": total,
+                    "transfer/trainable_frac": trainable / total,
+                    **extra,
+                },
+            }
+            for s in range(5)
+        ]
+
+    groups = {
+        "deep_ft": rows(0.90, 4.0, 40.0, 1000.0),
+        "feature_extraction": rows(0.60, 1.0, 4.0, 10.0),
+        "bitfit": rows(0.895, 2.0, 20.0, 15.0),
+        "lora": rows(0.8995, 2.0, 8.0, 50.0),
+    }
+    flags = {t: {"source": True} for t in groups}
+    ctx = FindingsContext(tmp_path / "s_w", "s / w", flags)
+    lines, figures = peft_lines(groups, ctx)
+    text = " ".join(lines)
+    assert "`lora` trains 5.00 %, needs 2.0×/5.0× less step memory than `deep_ft` at batch 1/64" in text
+    assert "memory ratio 5.0× at batch 64 (inside 3-10×)" in text and "within ±1 pp" in text
+    assert "trains 0.51 % of the source's parameters" in text and "(within 2 pp)" in text  # (15−10)/(1000−10)
+    assert figures and figures[0].stat().st_size > 5_000
+
+    taught = {"scratch": rows(0.50, 1, 1, 300.0, 300.0), "knowledge_distillation": rows(0.52, 1, 1, 300.0, 300.0)}
+    for r in taught["knowledge_distillation"]:
+        r["metrics"].update({"transfer/teacher_acc": 0.8, "transfer/teacher_params": 600.0})
+    ctx = FindingsContext(tmp_path / "d_w", "d / w", {"scratch": {}, "knowledge_distillation": {"teacher": True}})
+    text = " ".join(distillation_lines(taught, ctx))
+    assert "the student has 300 (0.50× the teacher)" in text and "2.0 ± 0.0 pp" in text and "(higher" in text

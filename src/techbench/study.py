@@ -153,6 +153,7 @@ def _family(family) -> dict | None:
         "columns": columns,
         "summary": list(family.summary),
         "findings": family.findings,
+        "across": family.across,
     }
 
 

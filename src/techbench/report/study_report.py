@@ -93,6 +93,9 @@ def study_sections(results: StudyResults, metrics: dict, tuning: dict, figures: 
     across = profile_section(results.runs, figures / f"{results.study}_profiles.png", results.study)
     if across is not None:
         sections.append(across)
+    family_across = load((results.family or {}).get("across"))
+    if family_across is not None and (own := family_across(results, figures)) is not None:
+        sections.append(own)
     sections += probe_sections(results.probes, figures, results.study)
     if tuning:
         first = workloads[0] if workloads else None

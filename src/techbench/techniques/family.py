@@ -20,8 +20,9 @@ family (``procedure = True``: restarts) are procedures that train several soluti
 executor.
 
 What the report needs is declared here as data: ``columns`` (extra table columns), ``summary`` (metrics that
-join metrics.json) and ``findings`` ("module:function" of the report code that writes the family's
-sentences and figures; it is imported by the report, never by training).
+join metrics.json), ``findings`` ("module:function" of the report code that writes the family's
+sentences and figures per workload; it is imported by the report, never by training) and ``across`` (the same
+for a section over all of a study's workloads: ``fn(results, figures) -> Section | None``).
 """
 
 from __future__ import annotations
@@ -141,9 +142,11 @@ class Family:
         columns: tuple[Column, ...] = (),
         summary: tuple[str, ...] = (),
         findings: str | None = None,
+        across: str | None = None,
     ):
         self.name, self.registry, self.default, self.description = name, registry, dict(default), description
         self.columns, self.summary, self.findings = tuple(columns), tuple(summary), findings
+        self.across = across
 
     # --- helpers ---------------------------------------------------------------------------------------------
 

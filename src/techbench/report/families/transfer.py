@@ -32,7 +32,7 @@ def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path
     lines = []
     n_train = {round(v) for rows in groups.values() for r in rows if (v := r.get("n_train")) is not None}
     if n_train:
-        lines.append(f"Target training examples: {', '.join(str(n) for n in sorted(n_train))} (drawn per seed).")
+        lines.append(f"Target training examples: {', '.join(str(n) for n in sorted(n_train))}.")
     if "scratch" in groups:
         for label in [FROZEN, "deep_ft"]:
             if label in groups:

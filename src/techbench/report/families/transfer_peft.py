@@ -74,16 +74,27 @@ def _claims(groups: Groups, batches: list[int], full: dict[int, float | None]) -
             f"{'within' if within else 'not within'} ±1 pp."
         )
     if "bitfit" in groups:
-        share = _mean(groups["bitfit"], "transfer/trainable_frac") or float("nan")
+        share = _backbone_share(groups, "bitfit")
         d = _acc_diff(groups, FULL, "bitfit")
         probe = _acc_diff(groups, "bitfit", "feature_extraction") if "feature_extraction" in groups else None
         beats = f"; BitFit − linear probe {probe.fmt(100, 1)} pp" if probe else ""
         out.append(
-            f"C58 (BitFit: < 1 % of the parameters, within 2 pp of full fine-tuning, above the probe): trains "
-            f"{100 * share:.2f} % (biases and the new classifier); `{FULL}` − BitFit {d.fmt(100, 1)} pp "
+            f"C58 (BitFit: < 1 % of the backbone, within 2 pp of full fine-tuning, above the probe): trains "
+            f"{100 * share:.2f} % of the source's parameters (its biases; the new classifier not counted); `{FULL}` − "
+            f"BitFit {d.fmt(100, 1)} pp "
             f"({'within' if d.n > 1 and d.high <= 0.02 else 'not within'} 2 pp){beats}."
         )
     return out
+
+
+def _backbone_share(groups: Groups, label: str) -> float:
+    """Trained share of the source's own parameters: the new classifier (all that feature extraction trains)
+    left out of both counts; the share of the whole model without feature extraction to size the head."""
+    trained, total = (_mean(groups[label], f"transfer/params_{k}") for k in ("trainable", "total"))
+    head = _mean(groups["feature_extraction"], "transfer/params_trainable") if "feature_extraction" in groups else 0
+    if trained is None or not total:
+        return float("nan")
+    return (trained - (head or 0)) / (total - (head or 0))
 
 
 def memory_figure(groups: Groups, batches: list[int], ctx: FindingsContext) -> Path | None:

@@ -155,6 +155,7 @@ FAMILY = TransferFamily(
     ),
     summary=("transfer/trainable_frac", "transfer/source_acc", "transfer/forgetting", "transfer/drift_l2"),
     findings="techbench.report.families.transfer:findings",
+    across="techbench.report.families.transfer_sizes:size_section",
 )
 
 __all__ = ["FAMILY", "TRANSFER", "Strategy", "Thaw", "set_trainable", "strategy"]
