@@ -43,6 +43,7 @@ def write_params(path, raw: dict):
 
 # Probe hyperparameters small enough for a smoke run of the whole pipeline (seconds per probe).
 PROBE_SMOKE_HP = {
+    "multi_task": {"tasks": {"a": {}, "b": {"noise": 0.9, "data_seed": 1}}, "epochs": 1},
     "per_example_loop": {"batch_sizes": [8], "threads": [1], "repeats": 1, "warmup": 0, "dtype": "float64"},
     "vectorized": {"batch_sizes": [8], "threads": [1], "repeats": 1, "warmup": 0, "dtype": "float64"},
     "mixed_precision": {"epochs": 1, "batch_size": 32, "timed_steps": 2, "warmup": 1},

@@ -186,11 +186,16 @@ def _check_timm(hp: dict[str, Any]) -> None:
     defaults={"arch": "test_resnet", "pretrained_file": "", "drop_rate": 0.0, "options": {}},
     check=_check_timm,
 )
-def timm_model(input_shape, num_classes, arch, pretrained_file, drop_rate, options) -> nn.Module:
+def timm_model(input_shape, num_classes, arch, pretrained_file, drop_rate, options=None) -> nn.Module:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from files only: never wait for the hub
     import timm
 
-    kwargs: dict[str, Any] = {**options, "num_classes": num_classes, "in_chans": input_shape[0], "drop_rate": drop_rate}
+    kwargs: dict[str, Any] = {
+        **(options or {}),
+        "num_classes": num_classes,
+        "in_chans": input_shape[0],
+        "drop_rate": drop_rate,
+    }
     if pretrained_file:
         # timm's own pretrained path, pointed at a local file: the classifier is dropped when shapes differ.
         overlay = {"file": str(Path(pretrained_file).resolve()), "input_size": tuple(input_shape)}

@@ -71,7 +71,7 @@ def _crossover(ft: str, sizes: dict[int, dict[str, list[dict]]], ns: list[int]) 
     verdict.append(
         f"at n ≥ {LARGE} fine-tuning is {'above (CI; supported)' if all(d.low > 0 for d in large) else 'not above'}"
         if large
-        else f"no size ≥ {LARGE} here, so the chapter's \"fine-tuning wins with thousands\" is not tested"
+        else f'no size ≥ {LARGE} here, so the chapter\'s "fine-tuning wins with thousands" is not tested'
     )
     return f"`{ft}` − `{FROZEN}`: {'; '.join(parts)} — {cross}{rho}; C52: {'; '.join(verdict)}."
 

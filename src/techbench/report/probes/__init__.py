@@ -64,6 +64,7 @@ def probe_sections(probes: dict[str, Any], figures_dir: Path, study: str) -> lis
 
 
 # Importing the topic modules registers their views; they import views.py, not this module, so order is free.
-from techbench.report.probes import bias_variance, few_shot, gradients, lr_range_test, mode_connectivity, quadratic  # noqa: E402, F401, I001
+from techbench.report.probes import bias_variance, few_shot, gradients, lr_range_test  # noqa: E402, F401, I001
+from techbench.report.probes import mode_connectivity, multi_task, quadratic  # noqa: E402, F401, I001
 
 __all__ = ["VIEWS", "View", "probe_sections", "probe_table", "view"]
