@@ -344,3 +344,15 @@ def test_peft_and_distillation_findings_state_the_chapters_margins_with_their_nu
     ctx = FindingsContext(tmp_path / "d_w", "d / w", {"scratch": {}, "knowledge_distillation": {"teacher": True}})
     text = " ".join(distillation_lines(taught, ctx))
     assert "the student has 300 (0.50× the teacher)" in text and "2.0 ± 0.0 pp" in text and "(higher" in text
+
+
+def test_a_teacher_of_other_classes_is_a_config_error_before_anything_is_written(teacher_dir, monkeypatch, capsys):
+    monkeypatch.chdir(teacher_dir)
+    raw = copy.deepcopy(KD_STUDY)
+    raw["transfer"]["ft"]["data"] = {**CNN_TEACHER["data"], "num_classes": 3}  # the teacher knows 4 classes
+    raw["transfer"]["ft"]["techniques"] = ["knowledge_distillation"]
+    write_params(teacher_dir / "params.yaml", raw)
+    assert main(["run", "ft"]) == 2
+    err = capsys.readouterr().err
+    assert "transfer.ft" in err and "predicts 4 classes, the student 3" in err
+    assert not (teacher_dir / "results" / "ft").exists()

@@ -22,7 +22,7 @@ from torch import nn
 
 from techbench.registry import hyperparameters
 from techbench.techniques.family import Column, Family, Objective
-from techbench.techniques.transfer.distillation import distillation_term
+from techbench.techniques.transfer.distillation import check_teacher, distillation_term
 from techbench.techniques.transfer.measure import teacher_metrics, transfer_metrics
 from techbench.techniques.transfer.strategies import TRANSFER, Strategy
 from techbench.workloads.pretrained import blocks, read_weights, source_file
@@ -103,6 +103,7 @@ class TransferFamily(Family):
         entry = TRANSFER.get(spec["name"])
         if entry.info.teacher:
             alpha, temperature, file = strategy(spec, model).distill
+            check_teacher(file, model)
             return Objective(batch_terms=distillation_term(alpha, temperature, file))
         plan = strategy(spec, model) if uses_source(spec) else None
         if plan is None or plan.l2_sp is None:

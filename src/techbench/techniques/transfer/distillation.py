@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from techbench.workloads.models import build_model
-from techbench.workloads.pretrained import read_card, read_weights
+from techbench.workloads.pretrained import classifier_prefix, read_card, read_weights
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -38,6 +38,18 @@ def load_teacher(file: str, input_shape: tuple[int, ...]) -> nn.Module:
     teacher.load_state_dict(read_weights(file))
     teacher.requires_grad_(False)
     return teacher.eval()
+
+
+def check_teacher(file: str, student: nn.Module) -> None:
+    """ValueError unless the teacher's card names a model predicting as many classes as the student's classifier
+    (checked before training: a study's preflight builds every objective)."""
+    card = read_card(file)
+    if not card.get("architecture") or not card.get("num_classes"):
+        raise ValueError(f"teacher {file!r} has no model card ({Path(file).with_name('card.json')}) naming its model")
+    head = student.get_submodule(classifier_prefix(student))
+    classes = getattr(head, "out_features", None)
+    if classes is not None and classes != int(card["num_classes"]):
+        raise ValueError(f"the teacher {file!r} predicts {card['num_classes']} classes, the student {classes}")
 
 
 def distillation_term(alpha: float, temperature: float, file: str):
