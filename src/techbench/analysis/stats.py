@@ -26,6 +26,13 @@ class Estimate:
     def excludes(self, value: float = 0.0) -> bool:
         return math.isfinite(self.half_width) and not (self.low <= value <= self.high)
 
+    def direction(self) -> str:
+        """What the interval says about a difference: "higher" or "lower" when it excludes 0, else
+        "not distinguishable"."""
+        if not self.excludes(0):
+            return "not distinguishable"
+        return "higher" if self.mean > 0 else "lower"
+
     def fmt(self, scale: float = 1.0, digits: int = 2) -> str:
         if self.n == 0:
             return "n/a"

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from techbench.analysis.rows import value
+from techbench.analysis.stats import mean_ci
+
 Groups = dict[str, list[dict[str, Any]]]
 
 
@@ -31,6 +34,12 @@ class FindingsContext:
 
 
 Findings = Callable[[Groups, FindingsContext], tuple[list[str], list[Path]]]
+
+
+def mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    """Mean over the rows that have ``key`` (a derived row key or a final metric name); None if none has it."""
+    est = mean_ci([v for r in rows if (v := value(r, key)) is not None])
+    return est.mean if est.n else None
 
 
 def load(path: str | None) -> Findings | None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from techbench.analysis.findings import by_seed
-from techbench.analysis.rows import value
 from techbench.analysis.stats import mean_ci, paired_diff_ci
-from techbench.report.families import FindingsContext, Groups
+from techbench.report.families import FindingsContext, Groups, mean_of
 from techbench.report.families.transfer_peft import distillation_lines, peft_lines
 
 FROZEN = "feature_extraction"
@@ -19,13 +18,7 @@ FROZEN = "feature_extraction"
 
 def _diff(groups: Groups, a: str, b: str) -> str:
     d = paired_diff_ci(by_seed(groups[a], "test_acc"), by_seed(groups[b], "test_acc"))
-    verdict = "higher" if d.excludes(0) and d.mean > 0 else "lower" if d.excludes(0) else "not distinguishable"
-    return f"`{a}` − `{b}`: {d.fmt(100, 1)} pp test accuracy, paired over {d.n} seeds ({verdict}, unadjusted CI)"
-
-
-def _mean(groups: Groups, label: str, key: str) -> float | None:
-    est = mean_ci([v for r in groups[label] if (v := value(r, key)) is not None])
-    return est.mean if est.n else None
+    return f"`{a}` − `{b}`: {d.fmt(100, 1)} pp test accuracy, paired over {d.n} seeds ({d.direction()}, unadjusted CI)"
 
 
 def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path]]:
@@ -41,11 +34,11 @@ def findings(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Path
         # every other strategy that starts from the source trains some of it (the registry's `source` flag)
         tuned = [t for t in groups if t != FROZEN and "@" not in t and ctx.flag(t, "source")]
         if tuned:
-            best = max(tuned, key=lambda t: _mean(groups, t, "val_acc") or 0.0)
+            best = max(tuned, key=lambda t: mean_of(groups[t], "val_acc") or 0.0)
             lines.append(f"Best fine-tuning strategy on validation: `{best}`; {_diff(groups, best, FROZEN)}.")
     costs = []
     for label in groups:
-        share, forgot = _mean(groups, label, "transfer/trainable_frac"), _mean(groups, label, "transfer/forgetting")
+        share, forgot = mean_of(groups[label], "transfer/trainable_frac"), mean_of(groups[label], "transfer/forgetting")
         if forgot is not None and share is not None:
             costs.append(f"`{label}` {100 * share:.1f} % trained, source accuracy −{100 * forgot:.1f} pp")
     lines += lr_ratio(groups)

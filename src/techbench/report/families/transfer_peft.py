@@ -13,18 +13,12 @@ import re
 from pathlib import Path
 
 from techbench.analysis.findings import by_seed
-from techbench.analysis.rows import value
-from techbench.analysis.stats import mean_ci, paired_diff_ci
-from techbench.report.families import FindingsContext, Groups
+from techbench.analysis.stats import paired_diff_ci
+from techbench.report.families import FindingsContext, Groups, mean_of
 from techbench.report.plots import plt, save_figure, style
 
 FULL = "deep_ft"
 MEMORY = re.compile(r"^memory/step_mb/b(\d+)$")
-
-
-def _mean(rows: list[dict], key: str) -> float | None:
-    est = mean_ci([v for r in rows if (v := value(r, key)) is not None])
-    return est.mean if est.n else None
 
 
 def memory_batches(groups: Groups) -> list[int]:
@@ -41,13 +35,13 @@ def peft_lines(groups: Groups, ctx: FindingsContext) -> tuple[list[str], list[Pa
     batches = memory_batches(groups)
     if FULL not in groups or not batches:
         return [], []
-    full = {b: _mean(groups[FULL], f"memory/step_mb/b{b}") for b in batches}
+    full = {b: mean_of(groups[FULL], f"memory/step_mb/b{b}") for b in batches}
     lines, costs = [], []
     for label, rows in groups.items():
-        share = _mean(rows, "transfer/trainable_frac")
+        share = mean_of(rows, "transfer/trainable_frac")
         if label == FULL or share is None or not ctx.flag(label, "source"):
             continue
-        ratios = [f"{full[b] / m:.1f}×" for b in batches if (m := _mean(rows, f"memory/step_mb/b{b}")) and full[b]]
+        ratios = [f"{full[b] / m:.1f}×" for b in batches if (m := mean_of(rows, f"memory/step_mb/b{b}")) and full[b]]
         d = _acc_diff(groups, label, FULL)
         costs.append(
             f"`{label}` trains {100 * share:.2f} %, needs {'/'.join(ratios)} less step memory than `{FULL}` at "
@@ -65,7 +59,7 @@ def _claims(groups: Groups, batches: list[int], full: dict[int, float | None]) -
     out = []
     if "lora" in groups and full.get(max(batches)):
         b = max(batches)
-        ratio = full[b] / (_mean(groups["lora"], f"memory/step_mb/b{b}") or float("nan"))
+        ratio = full[b] / (mean_of(groups["lora"], f"memory/step_mb/b{b}") or float("nan"))
         d = _acc_diff(groups, "lora", FULL)
         within = d.n > 1 and d.low >= -0.01 and d.high <= 0.01
         out.append(
@@ -90,20 +84,20 @@ def _claims(groups: Groups, batches: list[int], full: dict[int, float | None]) -
 def _backbone_share(groups: Groups, label: str) -> float:
     """Trained share of the source's own parameters: the new classifier (all that feature extraction trains)
     left out of both counts; the share of the whole model without feature extraction to size the head."""
-    trained, total = (_mean(groups[label], f"transfer/params_{k}") for k in ("trainable", "total"))
-    head = _mean(groups["feature_extraction"], "transfer/params_trainable") if "feature_extraction" in groups else 0
+    trained, total = (mean_of(groups[label], f"transfer/params_{k}") for k in ("trainable", "total"))
+    head = mean_of(groups["feature_extraction"], "transfer/params_trainable") if "feature_extraction" in groups else 0
     if trained is None or not total:
         return float("nan")
     return (trained - (head or 0)) / (total - (head or 0))
 
 
 def memory_figure(groups: Groups, batches: list[int], ctx: FindingsContext) -> Path | None:
-    labels = [t for t, rows in groups.items() if _mean(rows, f"memory/step_mb/b{batches[0]}") is not None]
+    labels = [t for t, rows in groups.items() if mean_of(rows, f"memory/step_mb/b{batches[0]}") is not None]
     if len(batches) < 2 or not labels:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, label in enumerate(labels):
-        ax.plot(batches, [_mean(groups[label], f"memory/step_mb/b{b}") for b in batches], label=label, **style(i))
+        ax.plot(batches, [mean_of(groups[label], f"memory/step_mb/b{b}") for b in batches], label=label, **style(i))
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="peak training-step memory (MB)", title=ctx.title)
     ax.legend(fontsize=7)
     return save_figure(fig, ctx.figure("_memory.png"))
@@ -114,9 +108,9 @@ def distillation_lines(groups: Groups, ctx: FindingsContext) -> list[str]:
     if not taught or "scratch" not in groups:
         return []
     lines = []
-    teacher_acc = _mean(groups[taught[0]], "transfer/teacher_acc")
-    teacher_params = _mean(groups[taught[0]], "transfer/teacher_params")
-    student = _mean(groups["scratch"], "transfer/params_total")
+    teacher_acc = mean_of(groups[taught[0]], "transfer/teacher_acc")
+    teacher_params = mean_of(groups[taught[0]], "transfer/teacher_params")
+    student = mean_of(groups["scratch"], "transfer/params_total")
     if teacher_acc is not None and teacher_params and student:
         lines.append(
             f"Teacher: test accuracy {100 * teacher_acc:.1f} % with {teacher_params:.0f} parameters; the student has "
@@ -124,9 +118,8 @@ def distillation_lines(groups: Groups, ctx: FindingsContext) -> list[str]:
         )
     for label in taught:
         d = _acc_diff(groups, label, "scratch")
-        verdict = "higher" if d.excludes(0) and d.mean > 0 else "lower" if d.excludes(0) else "not distinguishable"
         lines.append(
             f"C59 (a distilled student beats the same student on labels only): `{label}` − `scratch` "
-            f"{d.fmt(100, 1)} pp test accuracy, paired over {d.n} seeds ({verdict}, unadjusted CI)."
+            f"{d.fmt(100, 1)} pp test accuracy, paired over {d.n} seeds ({d.direction()}, unadjusted CI)."
         )
     return lines

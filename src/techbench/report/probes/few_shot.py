@@ -6,21 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from techbench.analysis.stats import mean_ci, paired_diff_ci
-from techbench.report.probes.views import view
+from techbench.report.probes.views import seed_values, view
 
 EMBEDDING, RAW = "source embedding", "raw input"
-
-
-def _by_seed(results: list[dict[str, Any]], row: str) -> dict[int, float]:
-    return {res["seed"]: r["acc"] for res in results for r in res["rows"] if r["row"] == row}
 
 
 def verdict(results: list[dict[str, Any]]) -> list[str]:
     rows = list(dict.fromkeys(r["row"] for res in results for r in res["rows"] if r["row"].endswith(EMBEDDING)))
     out = []
     for row in rows:
-        emb = _by_seed(results, row)
-        raw = _by_seed(results, row.replace(EMBEDDING, RAW))
+        emb = seed_values(results, row)
+        raw = seed_values(results, row.replace(EMBEDDING, RAW))
         est, gain = mean_ci(list(emb.values())), paired_diff_ci(emb, raw)
         where = (
             "within the chapter's 70-90 %"

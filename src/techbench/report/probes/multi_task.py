@@ -6,13 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from techbench.analysis.stats import paired_diff_ci
-from techbench.report.probes.views import view
+from techbench.report.probes.views import seed_values, view
 
 SINGLE, MULTI = ": single-task", ": multi-task"
-
-
-def _by_seed(results: list[dict[str, Any]], row: str) -> dict[int, float]:
-    return {res["seed"]: r["acc"] for res in results for r in res["rows"] if r["row"] == row}
 
 
 def verdict(results: list[dict[str, Any]]) -> list[str]:
@@ -21,10 +17,10 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
     )
     out = []
     for t in tasks:
-        d = paired_diff_ci(_by_seed(results, t + MULTI), _by_seed(results, t + SINGLE))
-        kind = "higher" if d.excludes(0) and d.mean > 0 else "lower" if d.excludes(0) else "not distinguishable"
+        d = paired_diff_ci(seed_values(results, t + MULTI), seed_values(results, t + SINGLE))
         out.append(
-            f"`{t}`: multi-task − single-task {d.fmt(100, 1)} pp test accuracy, paired over {d.n} seeds ({kind})."
+            f"`{t}`: multi-task − single-task {d.fmt(100, 1)} pp test accuracy, paired over {d.n} seeds "
+            f"({d.direction()})."
         )
     return out
 

@@ -24,6 +24,11 @@ class View:
 VIEWS: dict[str, View] = {}
 
 
+def seed_values(results: Results, row: str, key: str = "acc") -> dict[int, float]:
+    """seed -> the value of ``key`` in the table row labelled ``row`` (for differences paired by seed)."""
+    return {res["seed"]: r[key] for res in results for r in res["rows"] if r["row"] == row}
+
+
 def view(name: str, plot: PlotFn | None = None, verdict: VerdictFn | None = None) -> View:
     """Register the view of probe ``name``."""
     if name in VIEWS:
