@@ -69,11 +69,16 @@ KD_STUDY = _raw(
 )
 
 
+def _enter(mp: pytest.MonkeyPatch, root: Path) -> None:
+    """Work in ``root`` with its own MLflow store."""
+    mp.chdir(root)
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+
+
 def _pretrained(tmp_path_factory, raw: dict):
     root = tmp_path_factory.mktemp("source")
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        _enter(mp, root)
         run_pretrain(parse_params(raw), "src")
     return root
 
@@ -85,8 +90,7 @@ def vit_dir(tmp_path_factory):
 
 @pytest.fixture
 def vit(vit_dir, monkeypatch):
-    monkeypatch.chdir(vit_dir)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{vit_dir / 'mlflow.db'}")
+    _enter(monkeypatch, vit_dir)
     return parse_params(VIT_STUDY)
 
 
@@ -97,8 +101,7 @@ def teacher_dir(tmp_path_factory):
 
 @pytest.fixture
 def kd(teacher_dir, monkeypatch):
-    monkeypatch.chdir(teacher_dir)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{teacher_dir / 'mlflow.db'}")
+    _enter(monkeypatch, teacher_dir)
     return parse_params(KD_STUDY)
 
 

@@ -28,11 +28,17 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     return t * t * F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
 
 
-def load_teacher(file: str, input_shape: tuple[int, ...]) -> nn.Module:
-    """The source model of ``file`` with its own classifier, frozen and in eval mode."""
+def teacher_card(file: str) -> dict:
+    """The teacher's model card; ValueError unless it names the model and its class count."""
     card = read_card(file)
     if not card.get("architecture") or not card.get("num_classes"):
         raise ValueError(f"teacher {file!r} has no model card ({Path(file).with_name('card.json')}) naming its model")
+    return card
+
+
+def load_teacher(file: str, input_shape: tuple[int, ...]) -> nn.Module:
+    """The source model of ``file`` with its own classifier, frozen and in eval mode."""
+    card = teacher_card(file)
     spec = {**card["architecture"], "pretrained_file": ""}
     teacher = build_model(spec, input_shape, int(card["num_classes"]))
     teacher.load_state_dict(read_weights(file))
@@ -43,9 +49,7 @@ def load_teacher(file: str, input_shape: tuple[int, ...]) -> nn.Module:
 def check_teacher(file: str, student: nn.Module) -> None:
     """ValueError unless the teacher's card names a model predicting as many classes as the student's classifier
     (checked before training: a study's preflight builds every objective)."""
-    card = read_card(file)
-    if not card.get("architecture") or not card.get("num_classes"):
-        raise ValueError(f"teacher {file!r} has no model card ({Path(file).with_name('card.json')}) naming its model")
+    card = teacher_card(file)
     head = student.get_submodule(classifier_prefix(student))
     classes = getattr(head, "out_features", None)
     if classes is not None and classes != int(card["num_classes"]):
@@ -58,11 +62,12 @@ def distillation_term(alpha: float, temperature: float, file: str):
     teacher: list[nn.Module] = []
 
     def term(x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-        if not teacher:
+        first = not teacher
+        if first:
             teacher.append(load_teacher(file, tuple(x.shape[1:])).to(x.device))
         with torch.no_grad():
             soft = teacher[0](x)
-        if soft.shape[1] != logits.shape[1]:
+        if first and soft.shape[1] != logits.shape[1]:  # a classifier check_teacher could not read
             raise ValueError(f"the teacher predicts {soft.shape[1]} classes, the student {logits.shape[1]}")
         return (alpha - 1.0) * loss + (1.0 - alpha) * distillation_loss(logits, soft, temperature)
 
