@@ -11,9 +11,7 @@ from pathlib import Path
 from techbench.analysis.findings import by_seed
 from techbench.analysis.stats import mean_ci, paired_diff_ci
 from techbench.report.families import FindingsContext, Groups, mean_of
-from techbench.report.families.transfer_peft import distillation_lines, peft_lines
-
-FROZEN = "feature_extraction"
+from techbench.report.families.transfer_peft import FROZEN, distillation_lines, peft_lines
 
 
 def _diff(groups: Groups, a: str, b: str) -> str:

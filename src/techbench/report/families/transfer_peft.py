@@ -18,6 +18,7 @@ from techbench.report.families import FindingsContext, Groups, mean_of
 from techbench.report.plots import plt, save_figure, style
 
 FULL = "deep_ft"
+FROZEN = "feature_extraction"  # the linear probe on the frozen source
 MEMORY = re.compile(r"^memory/step_mb/b(\d+)$")
 
 
@@ -70,7 +71,7 @@ def _claims(groups: Groups, batches: list[int], full: dict[int, float | None]) -
     if "bitfit" in groups:
         share = _backbone_share(groups, "bitfit")
         d = _acc_diff(groups, FULL, "bitfit")
-        probe = _acc_diff(groups, "bitfit", "feature_extraction") if "feature_extraction" in groups else None
+        probe = _acc_diff(groups, "bitfit", FROZEN) if FROZEN in groups else None
         beats = f"; BitFit − linear probe {probe.fmt(100, 1)} pp" if probe else ""
         out.append(
             f"C58 (BitFit: < 1 % of the backbone, within 2 pp of full fine-tuning, above the probe): trains "
@@ -85,7 +86,7 @@ def _backbone_share(groups: Groups, label: str) -> float:
     """Trained share of the source's own parameters: the new classifier (all that feature extraction trains)
     left out of both counts; the share of the whole model without feature extraction to size the head."""
     trained, total = (mean_of(groups[label], f"transfer/params_{k}") for k in ("trainable", "total"))
-    head = mean_of(groups["feature_extraction"], "transfer/params_trainable") if "feature_extraction" in groups else 0
+    head = mean_of(groups[FROZEN], "transfer/params_trainable") if FROZEN in groups else 0
     if trained is None or not total:
         return float("nan")
     return (trained - (head or 0)) / (total - (head or 0))

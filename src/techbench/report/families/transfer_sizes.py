@@ -16,10 +16,10 @@ from techbench.analysis.findings import by_seed
 from techbench.analysis.rows import label
 from techbench.analysis.stats import mean_ci, paired_diff_ci
 from techbench.report.document import Section
+from techbench.report.families.transfer_peft import FROZEN
 from techbench.report.plots import plt, save_figure, style
 
 SIZE = re.compile(r"^(?P<shift>.+)_n(?P<n>\d+)$")
-FROZEN = "feature_extraction"
 SMALL, LARGE = 200, 2000  # C52's "a few hundred" and "thousands" of target examples
 
 
