@@ -125,7 +125,8 @@ def test_the_full_gpu_setting_is_a_valid_overlay_of_only_what_differs():
     root = Path(__file__).parents[1]
     params = load_params(root / "params.yaml", [root / "configs" / "full.yaml"])
     assert params.hardware["accelerator"] == "gpu" and all(s.seeds >= 10 for s in params.studies.values())
-    assert set(params.studies) == set(load_params(root / "params.yaml").studies)
+    # the GPU setting keeps every default study and may add some (a timm CNN source is affordable there)
+    assert set(params.studies) >= set(load_params(root / "params.yaml").studies)
     assert redundant(read_yaml(root / "params.yaml"), read_yaml(root / "configs" / "full.yaml")) == []
 
 
