@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install repro test test-fast lint format bench clean
+.PHONY: install browser repro test test-fast lint format bench clean
 
 PLOTS_PAGE := .dvc/plots/offline.html
 
@@ -25,10 +25,19 @@ $(PLOTS_PAGE): tools/vendor_plots.py $(STAMP)
 	$(BIN)/python tools/vendor_plots.py
 	touch $@
 
+# The HTML report and the DVC plots page are tested in a real browser: the system's Chromium (Playwright's own
+# browser download is not used). Debian/Ubuntu package; root or sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "install chromium: the tests open the HTML pages in it" >&2; exit 1; }; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
 repro: install
 	dvc repro
 
-test: install
+test: install browser
 	python -m pytest -q
 
 test-fast: install

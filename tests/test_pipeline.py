@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from browser import VIEWPORT, open_page
 from conftest import PROBE_SMOKE_HP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,6 +154,7 @@ def test_dvc_repro_end_to_end(repo):
     trained = [n for n, st in {**params["studies"], **params["transfer"]}.items() if "techniques" in st]
     assert page.count("vegaEmbed('#") == len(trained)  # a study of probes only has no curves
     assert '"config": "' + params["studies"]["optimizers"]["techniques"][1] + '"' in page
+    _pages_in_a_real_browser(path, n_figures=len(trained))
 
     # Nothing changed: no stage runs, no new MLflow run.
     n_runs = len(client.search_runs([exp.experiment_id]))
@@ -160,6 +162,20 @@ def test_dvc_repro_end_to_end(repo):
     assert "didn't change" in again or "up to date" in again.lower()
     assert len(client.search_runs([exp.experiment_id])) == n_runs
     _fresh_clone_runs_into_its_own_stores(path, env, n_runs)
+
+
+def _pages_in_a_real_browser(path: Path, n_figures: int) -> None:
+    """Both HTML pages in headless Chromium: no console error, no request beyond the page itself (offline),
+    something drawn; the report's first section is the overview, at the top of the first screen."""
+    report = open_page(path / "reports/index.html", path / "report.png")
+    assert report.errors == [], report.errors
+    assert report.requests == [(path / "reports/index.html").resolve().as_uri()]
+    assert report.first_section == "overview" and report.first_section_top < VIEWPORT["height"] / 3
+    assert report.screenshot_colours > 16  # text and tables, not a blank page
+    plots = open_page(path / "plots_html/index.html", path / "plots.png", expect_figures=n_figures)
+    assert plots.errors == [], plots.errors
+    assert plots.requests == [(path / "plots_html/index.html").resolve().as_uri()]
+    assert plots.rendered_figures == n_figures and plots.screenshot_colours > 16
 
 
 def _fresh_clone_runs_into_its_own_stores(path: Path, env: dict, n_runs: int) -> None:

@@ -92,7 +92,7 @@ def sweep_plot(groups: dict[str, list[dict[str, Any]]], path: Path, title: str) 
         return None
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     axis_name = next(iter(points.values()))[1]
-    for technique in sorted({p[0] for p in points.values()}):
+    for i, technique in enumerate(sorted({p[0] for p in points.values()})):
         labels = sorted((lb for lb, p in points.items() if p[0] == technique), key=lambda lb: points[lb][2])
         xs = [points[lb][2] for lb in labels]
         for ax, value in ((axes[0], _final_train_loss), (axes[1], lambda r: r.get("test_acc"))):
@@ -102,7 +102,7 @@ def sweep_plot(groups: dict[str, list[dict[str, Any]]], path: Path, title: str) 
                 means.append(mean_ci(vals).mean if vals else np.nan)
                 if any(r["outcome"] == "diverged" for r in groups[lb]):
                     diverged_x.append(points[lb][2])
-            (line,) = ax.plot(xs, means, "o-", label=technique)
+            (line,) = ax.plot(xs, means, marker="o", label=technique, **style(i))
             top = np.nanmax(means) if np.isfinite(np.nanmax(means)) else 1.0
             ax.plot(diverged_x, [top] * len(diverged_x), "x", color=line.get_color(), ms=9, mew=2)
     axes[0].set_yscale("log")
@@ -111,7 +111,8 @@ def sweep_plot(groups: dict[str, list[dict[str, Any]]], path: Path, title: str) 
         ax.set_xlabel(axis_name)
         ax.set_title(name)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+    handles, labels = axes[1].get_legend_handles_labels()  # below the panels, covering no curve
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(6, len(labels)), fontsize=8)
     fig.suptitle(f"{title}: mean over seeds of the runs that did not diverge")
     return save_figure(fig, path)
 
