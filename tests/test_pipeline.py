@@ -37,7 +37,10 @@ def repo(tmp_path):
         tuned = (params.get("tuning", {}).get(name) or {}).get("techniques", [])[:1]
         study.pop("workloads", None)
         study.pop("baseline", None)  # its technique or sweep point may be shrunk away: the default baseline
-        study.update(data={"name": "debug"}, model={"name": "mlp", "hidden": [16]}, seeds=2)
+        data = {"name": "debug"}
+        if study.get("family") == "adaptation":  # a shifted debug domain
+            data = {"name": "domain_shift", "source": data, "target": {"noise": 0.9, "data_seed": 1}}
+        study.update(data=data, model={"name": "mlp", "hidden": [16]}, seeds=2)
         study["train"] = {"epochs": 3, "batch_size": 32, "target_val_acc": 0.5}
         dropped = set()
         if "techniques" in study:

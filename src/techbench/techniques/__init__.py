@@ -6,6 +6,7 @@ more ``FAMILIES.register(family)``; its hooks say how its entries take part in a
 from __future__ import annotations
 
 from techbench.techniques import (
+    adaptation,
     batching,
     dropout,
     early_stopping,
@@ -15,6 +16,7 @@ from techbench.techniques import (
     schedules,
     transfer,
 )
+from techbench.techniques.adaptation import ADAPTATION
 from techbench.techniques.batching import BATCHING
 from techbench.techniques.dropout import DROPOUT
 from techbench.techniques.early_stopping import STOPPING
@@ -27,10 +29,12 @@ from techbench.techniques.transfer import TRANSFER
 
 FAMILIES = Families()
 # transfer first: which parameters train is settled before dropout rewrites the model or penalties collect them
-for _module in (optimizers, schedules, transfer, batching, regularization, early_stopping, dropout, restarts):
+_ORDER = (optimizers, schedules, transfer, batching, regularization, early_stopping, dropout, restarts, adaptation)
+for _module in _ORDER:
     FAMILIES.register(_module.FAMILY)
 
 __all__ = [
+    "ADAPTATION",
     "BATCHING",
     "DROPOUT",
     "FAMILIES",

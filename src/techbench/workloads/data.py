@@ -20,6 +20,9 @@ class DataSplits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    # Domain adaptation (dataset `domain_shift`): the whole target domain. Its training inputs are the unlabelled
+    # stream, its validation labels the oracle's; the test split above is already the target's.
+    target: DataSplits | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

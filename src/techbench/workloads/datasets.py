@@ -79,12 +79,20 @@ def subset_train(data: DataSplits, train_size: int, label_noise: float, seed: in
 
 
 def _hashable(v: Any) -> Any:
+    if isinstance(v, dict):  # a nested data spec (domain_shift's source and target)
+        return ("__dict__", tuple(sorted((k, _hashable(x)) for k, x in v.items())))
     return tuple(v) if isinstance(v, list) else v
+
+
+def _unhash(v: Any) -> Any:
+    if isinstance(v, tuple) and len(v) == 2 and v[0] == "__dict__":
+        return {k: _unhash(x) for k, x in v[1]}
+    return v
 
 
 @functools.lru_cache(maxsize=8)
 def _cached(name: str, items: tuple) -> DataSplits:
-    return DATASETS.get(name).factory(**dict(items))
+    return DATASETS.get(name).factory(**{k: _unhash(v) for k, v in items})
 
 
 def _standardize(*xs: torch.Tensor) -> list[torch.Tensor]:
@@ -235,3 +243,36 @@ def image_folder(path, image_size, grayscale, val_fraction, test_fraction, data_
     x_tr, y_tr, x_val, y_val = split_train_val(x_rest, y_rest, val_fraction, data_seed + 1)
     x_tr, x_val, x_test = _standardize(x_tr, x_val, x_test)
     return DataSplits(x_tr, y_tr, x_val, y_val, x_test, y_test, num_classes=len(ds.classes))
+
+
+def _check_shift(hp: dict[str, Any]) -> None:
+    source, target = hp["source"], hp["target"]
+    names = [n for n in DATASETS.names() if n != "domain_shift"]
+    if not isinstance(source, dict) or source.get("name") not in names:
+        raise ValueError(f"source {source!r}: expected a data spec {{name: ..., ...}}; name one of {', '.join(names)}")
+    if not isinstance(target, dict) or not target:
+        raise ValueError(
+            f"target {target!r}: expected the settings that differ in the target domain, e.g. "
+            "{iid_noise_scale: 0.3, data_seed: 7}"
+        )
+    allowed = set(DATASETS.get(source["name"]).defaults)
+    unknown = sorted(set(source) - allowed - {"name"}) + sorted(set(target) - allowed)
+    if unknown:
+        raise ValueError(f"{unknown} are not settings of {source['name']}; allowed: {', '.join(sorted(allowed))}")
+
+
+@DATASETS.register(
+    "domain_shift",
+    description="a labelled source domain and a shifted target domain of the same generator (domain adaptation)",
+    defaults={"source": {"name": "mnist1d"}, "target": {}},
+    check=_check_shift,
+)
+def domain_shift(source, target) -> DataSplits:
+    """Train and validation splits of the source; test split of the target (what every method is scored on);
+    the whole target domain in ``target`` (unlabelled training inputs, labelled validation for the oracle)."""
+    entry = DATASETS.get(source["name"])
+    source = {**entry.defaults, **source}  # every setting, as a top-level data spec has them
+    src, tgt = load_dataset(source), load_dataset({**source, **target})
+    if tgt.num_classes != src.num_classes:
+        raise ValueError(f"target has {tgt.num_classes} classes, source {src.num_classes}")
+    return DataSplits(src.x_train, src.y_train, src.x_val, src.y_val, tgt.x_test, tgt.y_test, src.num_classes, tgt)
