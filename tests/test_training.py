@@ -99,10 +99,10 @@ def test_a_fixed_batch_size_trains_at_its_own_learning_rate_and_a_scaling_rule_a
     data = load_dataset(_batching(raw_params, "default").data, 0)
     own = resolve(_batching(raw_params, "mb_8", lr=0.05), data)
     kept = resolve(_batching(raw_params, "mb_8"), data)
-    rule = resolve(_batching(raw_params, "large_linear", batch_size=160), data)
+    rule = resolve(_batching(raw_params, "large_linear", batch_size=120), data)
     assert (own["optimizer"]["lr"], own.train["batch_size"]) == (0.05, 8)
     assert (kept["optimizer"]["lr"], kept["optimizer"]["name"]) == (0.1, "momentum")
-    assert rule["optimizer"]["lr"] == pytest.approx(0.1 * 160 / 40) and rule.train["batch_size"] == 160
+    assert rule["optimizer"]["lr"] == pytest.approx(0.1 * 120 / 40) and rule.train["batch_size"] == 120
     assert "lr" not in BATCHING.get("large_linear").search_space and BATCHING.get("mb_8").search_space["lr"]
 
 

@@ -142,12 +142,27 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "list":  # the registries are listed even without a params file
                 cmd_list(load_params(args.params) if Path(args.params).is_file() else None)
             else:
+                params = load_params(args.params)
+                _check_machine(params, args)
                 commands = {"run": cmd_run, "tune": cmd_tune, "pretrain": cmd_pretrain}
-                commands[args.command](args, load_params(args.params))
+                commands[args.command](args, params)
     except ConfigError as e:
-        print(f"techbench: error in {args.params}: {e}", file=sys.stderr)
+        print(f"techbench: error in {e.source or args.params}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
+
+
+def _check_machine(params, args) -> None:
+    """Before any training command writes anything: the hardware exists here and the stores can be opened."""
+    from techbench.tracking import tracking_uri
+    from techbench.training.trainer import check_hardware
+
+    check_hardware(params.hardware)
+    tracking_uri()
+    if args.command == "tune":
+        from techbench.tuning import check_storage
+
+        check_storage(args.storage)
 
 
 def _check_tune_args(params, args) -> None:

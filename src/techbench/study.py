@@ -27,7 +27,7 @@ from techbench.tracking import Tracker
 from techbench.training.effective import build_run_model, resolve
 from techbench.training.executors import execute
 from techbench.training.single import train_single
-from techbench.training.trainer import make_trainer
+from techbench.training.trainer import check_hardware, make_trainer
 from techbench.workloads import load_dataset
 from techbench.workloads.pretrained import check_weights
 
@@ -71,7 +71,8 @@ def preflight(spec: StudySpec) -> None:
             message = str(e) if str(e).startswith(cfg.technique) else f"{cfg.technique}: {e}"
             raise ConfigError(f"{spec.key}.workloads.{cfg.workload}", message) from None
     if spec.runs:
-        try:  # e.g. accelerator: gpu on a machine without one
+        check_hardware(spec.runs[0].hardware)
+        try:  # whatever else Lightning refuses (a strategy this machine cannot run)
             make_trainer(spec.runs[0].hardware, spec.runs[0].train)
         except Exception as e:  # Lightning raises its own MisconfigurationException types
             raise ConfigError("hardware", str(e).splitlines()[0]) from None

@@ -24,6 +24,7 @@ from typing import Any
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from techbench.errors import ConfigError
 from techbench.records import RunRecord, flatten
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -40,10 +41,21 @@ BATCH = 1000  # MLflow's limit of entries per log_batch
 PARAM_CHARS = 6000  # MLflow's limit of a param value
 
 
+# What MLflow can track to: a database (SQLAlchemy URL), a tracking server, a local folder (a path, file:).
+TRACKING_SCHEMES = ["sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks"]
+
+
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI if set, else mlflow.db in the project root, as an absolute sqlite URI (relative
-    sqlite paths break as soon as a process changes directory)."""
-    return absolute_sqlite(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
+    sqlite paths break as soon as a process changes directory). A scheme MLflow has no store for is a
+    ConfigError before anything is written."""
+    uri = absolute_sqlite(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme and scheme not in TRACKING_SCHEMES:
+        raise ConfigError(
+            "MLFLOW_TRACKING_URI", f"{uri!r}: MLflow has no store for {scheme!r}", TRACKING_SCHEMES, "the environment"
+        )
+    return uri
 
 
 def project_root(cwd: Path | None = None) -> Path:

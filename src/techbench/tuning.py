@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from techbench.analysis.rows import row_from_record
+from techbench.errors import ConfigError
 from techbench.results import write_tuning
 from techbench.specs import Params, RunConfig, TuningSpec
 from techbench.study import pending_runs
@@ -28,10 +31,27 @@ from techbench.trials import stack_refusal, train_trials
 
 log = logging.getLogger("techbench")
 DEFAULT_STORAGE = "sqlite:///optuna.db"
+STORAGE_EXAMPLES = ["sqlite:///optuna.db", "postgresql+psycopg://user@host:5432/db", "mysql+pymysql://user@host/db"]
 
 
 def storage_url(storage: str | None = None) -> str:
     return absolute_sqlite(storage or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE)
+
+
+def check_storage(storage: str | None = None) -> str:
+    """The storage URL, or a ConfigError naming where it came from when SQLAlchemy cannot open that kind of
+    database (unknown dialect, driver not installed); nothing is connected to or created."""
+    url = storage_url(storage)
+    key, source = ("--storage", "the command line") if storage else ("OPTUNA_STORAGE", "the environment")
+    if not storage and not os.environ.get("OPTUNA_STORAGE"):
+        return url
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ImportError) as e:
+        raise ConfigError(
+            key, f"cannot open {url!r} as an Optuna storage ({type(e).__name__}: {e})", STORAGE_EXAMPLES, source
+        ) from None
+    return url
 
 
 def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -157,11 +157,14 @@ def _block(raw: dict, name: str, what: str) -> dict:
 def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("params", f"file not found: {path}")
+        raise ConfigError("file", "not found", source=str(path))
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(str(path), f"not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(where, f"not valid YAML: {problem}", source=str(path)) from None
 
 
 def load_params(path: str | Path = "params.yaml", overlays: list[str | Path] = ()) -> Params:

@@ -89,8 +89,10 @@ def _seeds(key: str, block: dict) -> int:
     if "seeds" not in block:
         raise ConfigError(f"{key}.seeds", "missing required key")
     seeds = block["seeds"]
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"{key}.seeds", f"{seeds!r} is out of range: must be an integer >= 1")
+    if isinstance(seeds, bool) or not isinstance(seeds, int):
+        raise ConfigError(f"{key}.seeds", f"expected an integer (the number of paired seeds), got {seeds!r}")
+    if seeds < 1:
+        raise ConfigError(f"{key}.seeds", f"{seeds!r} is out of range: must be >= 1")
     return seeds
 
 

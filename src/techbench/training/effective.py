@@ -17,7 +17,11 @@ def resolve(cfg: RunConfig, data: DataSplits) -> EffectiveRun:
     config = cfg.as_dict()
     for family in FAMILIES:
         config = family.resolve(config[family.name], config, n_train)
-    return EffectiveRun.from_dict(cfg, config, data.input_shape, n_train, data.num_classes)
+    run = EffectiveRun.from_dict(cfg, config, data.input_shape, n_train, data.num_classes)
+    per_rank = max(n_train // run.world_size, 1)
+    if run.train["batch_size"] > per_rank:  # a batch larger than the split is the split: record what trains
+        run = run.replace(train={"batch_size": per_rank})
+    return run
 
 
 def build_run_model(run: EffectiveRun, data: DataSplits) -> nn.Module:

@@ -209,12 +209,23 @@ def debug(num_samples, length, num_classes, noise, data_seed) -> DataSplits:
     return DataSplits(x_tr, y_tr, x_val, y_val, x[:n_test], y[:n_test], num_classes=num_classes)
 
 
+# What torchvision's ImageFolder reads (its IMG_EXTENSIONS); a class folder without one is refused before it.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
 def _check_folder(hp: dict[str, Any]) -> None:
     path = Path(hp["path"]).expanduser()
     if not hp["path"] or not path.is_dir():
         raise ValueError(f"folder not found: {hp['path']!r} (expected one sub-folder of images per class)")
-    if not any(p.is_dir() for p in path.iterdir()):
+    classes = sorted(p for p in path.iterdir() if p.is_dir())
+    if not classes:
         raise ValueError(f"{hp['path']!r} has no class sub-folders")
+    empty = [c.name for c in classes if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in c.rglob("*"))]
+    if empty:
+        raise ValueError(
+            f"class folder(s) {', '.join(empty)} of {hp['path']!r} hold no image; "
+            f"image files end in {', '.join(IMAGE_SUFFIXES)}"
+        )
 
 
 @DATASETS.register(

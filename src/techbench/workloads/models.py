@@ -134,6 +134,7 @@ class CNN1D(nn.Module):
     "cnn1d",
     description="1-D CNN for sequences (channels, length)",
     defaults={"channels": 25, "kernel": 5, "pretrained_file": ""},
+    bounds={"channels": (1, None, True, True), "kernel": (1, None, True, True)},
     check=_check_file,
     stackable=True,
     width="channels",
@@ -162,6 +163,7 @@ class GRUClassifier(nn.Module):
     "gru",
     description="GRU over the sequence, last hidden state -> linear head",
     defaults={"hidden": 64, "pretrained_file": ""},
+    bounds={"hidden": (1, None, True, True)},
     check=_check_file,
     width="hidden",
 )
