@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install browser repro test test-fast lint format bench clean
+.PHONY: install browser postgres repro test test-fast lint format bench clean
 
 PLOTS_PAGE := .dvc/plots/offline.html
 
@@ -34,10 +34,18 @@ browser:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
+# The scale-out tests start a throw-away PostgreSQL cluster on 127.0.0.1 (tests/conftest.py: initdb + pg_ctl
+# of Debian's postgresql package, as the postgres user when run as root).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "install PostgreSQL: the scale-out tests start a cluster" >&2; exit 1; }; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; }
+
 repro: install
 	dvc repro
 
-test: install browser
+test: install browser postgres
 	python -m pytest -q
 
 test-fast: install

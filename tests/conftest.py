@@ -57,3 +57,41 @@ PROBE_SMOKE_HP = {
     "lr_range_test": {"num_training": 20},
     "few_shot_prototypes": {"ways": 2, "shots": [1], "queries": 5, "episodes": 20},
 }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL cluster on 127.0.0.1 (Debian's postgresql package: `make postgres`), stopped
+    and deleted after the session. initdb refuses root, so as root the cluster is the postgres user's."""
+    import glob
+    import shutil
+    import subprocess
+    import tempfile
+
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1:]), None)
+    if found is None:
+        pytest.fail("PostgreSQL is not installed: `make postgres` installs it (Debian's postgresql package)")
+    bindir = os.path.dirname(found)
+    root = tempfile.mkdtemp(prefix="techbench-pg-")
+    as_owner: list[str] = []
+    if os.getuid() == 0:
+        shutil.chown(root, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, port = os.path.join(root, "data"), free_port()
+    run = lambda *cmd: subprocess.run([*as_owner, *cmd], check=True, capture_output=True, timeout=120)  # noqa: E731
+    run(f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    run(f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w", "-o", options, "start")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_owner, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], timeout=120)
+        shutil.rmtree(root, ignore_errors=True)

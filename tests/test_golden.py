@@ -107,19 +107,22 @@ def test_runs_reproduce_the_recorded_metrics(name):
 
 
 def test_tuning_reproduces_the_recorded_trials(tmp_path):
+    import optuna
+
     from techbench.tracking import Tracker
-    from techbench.tuning import tune
+    from techbench.tuning import study_name, tune
 
     want = GOLDEN["tuning"]
     cfg = _cfg({"family": "optimizers", "technique": "adam", "hp": None, "extra": {}})
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    # The recorded points are queued: the sampler has since been seeded per trial number (so that a resumed or
+    # parallel study proposes new points); what must not change is each point's training, score and pruning.
+    queued = optuna.create_study(study_name=study_name(cfg), storage=storage, direction="maximize")
+    for params in want["params"]:
+        queued.enqueue_trial(params)
     study = tune(
-        cfg,
-        want["trials"],
-        seed=want["seed"],
-        sampler_seed=want["sampler_seed"],
-        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
-        tracker=tracker,
+        cfg, want["trials"], seed=want["seed"], sampler_seed=want["sampler_seed"], storage=storage, tracker=tracker
     )
     assert [t.state.name for t in study.trials] == want["states"]
     assert [t.params for t in study.trials] == want["params"]

@@ -165,7 +165,7 @@ def test_penalty_and_stopping_trials_stack_with_their_own_hyperparameters(tmp_pa
         "base": {"optimizer": {"name": "adam"}},
     }
     block["data"] = {"name": "debug", "label_noise": 0.3}
-    budget = {"techniques": [technique], "trials": 3, "stack": 3, "sampler": "random"}
+    budget = {"techniques": [technique], "trials": 3, "stack": 3, "sampler": "random", "sampler_seed": 1}
     params = parse_params({"studies": {"s": block}, "tuning": {"s": budget}})
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"

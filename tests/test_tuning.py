@@ -9,7 +9,7 @@ import optuna
 
 from techbench.cli import main
 from techbench.tracking import Tracker
-from techbench.tuning import storage_url
+from techbench.trial_store import storage_url
 
 
 def test_tune_command_on_the_debug_workload(workdir, raw_params):

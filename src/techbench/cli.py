@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=int, help="total trials of the Optuna study (default: params)")
     tune.add_argument("--storage", help="Optuna storage URL (default: $OPTUNA_STORAGE or sqlite:///optuna.db)")
     tune.add_argument("--force", action="store_true", help="re-run tuned evaluation runs that finished")
+    tune.add_argument(
+        "--workers", type=int, default=1, help="worker processes on this machine sharing the study (one GPU each)"
+    )
+    tune.add_argument(
+        "--trials-only",
+        action="store_true",
+        help="a worker: run trials until the study's budget is met, leave the evaluation to a plain `tune`",
+    )
 
     rep = sub.add_parser("report", help="write reports/<study>.md and reports/index.html from results/")
     rep.add_argument("study", nargs="?", help="default: every study with results")
@@ -117,10 +125,22 @@ def cmd_pretrain(args, params) -> None:
 
 def cmd_tune(args, params) -> None:
     _check_tune_args(params, args)
-    from techbench.tuning import tune_study
+    from techbench.tracking import Tracker
+    from techbench.trial_store import storage_url
+    from techbench.tuning import tune_study, tuning_parent
+    from techbench.workers import check_workers, run_workers
 
+    check_workers(args.workers, params.hardware)
     techniques = [args.technique] if args.technique else None
-    tune_study(params, args.study, techniques, args.trials, args.storage, args.force)
+    if args.workers > 1:
+        tracker = Tracker()
+        spec = params.study(args.study)
+        for t in techniques or params.tuning[args.study].techniques:
+            tuning_parent(tracker, spec.run(t))  # before the workers: they all write under these parents
+        argv = ["--params", args.params, "-q", "tune", args.study, *(techniques or [])]
+        argv += ["--storage", storage_url(args.storage), *(["--trials", str(args.trials)] if args.trials else [])]
+        run_workers(argv, args.workers, params.hardware)
+    tune_study(params, args.study, techniques, args.trials, args.storage, args.force, trials_only=args.trials_only)
 
 
 QUIET_LOGGERS = ("mlflow", "alembic", "matplotlib", "optuna", "lightning", "lightning.pytorch")
@@ -160,7 +180,7 @@ def _check_machine(params, args) -> None:
     check_hardware(params.hardware)
     tracking_uri()
     if args.command == "tune":
-        from techbench.tuning import check_storage
+        from techbench.trial_store import check_storage
 
         check_storage(args.storage)
 

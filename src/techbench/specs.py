@@ -229,6 +229,7 @@ class TuningSpec:
     trial_seeds: int = 1  # seeds per trial; the trial's score is their mean
     sampler: str = "tpe"  # tpe (constant liar), random, qmc
     budgets: dict[str, int] = field(default_factory=dict)  # budget name -> trials (nested prefixes of one study)
+    heartbeat: int = 10  # seconds between a running trial's heartbeats (trial_store.py)
 
 
 @dataclass(frozen=True)

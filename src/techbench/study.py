@@ -83,6 +83,7 @@ def run_study(params: Params, study: str, force: bool = False, tracker: Tracker 
     spec = params.study(study)
     preflight(spec)  # before the first MLflow write
     tracker = tracker or Tracker()
+    tracker.close_abandoned(study)
     if spec.probes:  # cheap, and a probe's impossible setting should stop the study before training
         run_probes(spec, params.hardware, tracker, force)
     _warm_up(spec)

@@ -10,6 +10,7 @@ did not finish and is trained again on resume.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,10 +22,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from techbench.errors import ConfigError
+from techbench.liveness import is_dead, this_process
 from techbench.records import RunRecord, flatten
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -33,6 +37,7 @@ for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+log = logging.getLogger("techbench")
 DEFAULT_URI = "sqlite:///mlflow.db"
 # MLflow 3 opens an experiment without a kind in its GenAI view (traces); these are model-training runs.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -78,6 +83,15 @@ def absolute_sqlite(url: str, cwd: Path | None = None) -> str:
     return url
 
 
+def store_lock(url: str) -> contextlib.AbstractContextManager:
+    """A file lock next to a sqlite database (``<db>.lock``), else nothing: processes that open one fresh sqlite
+    file at once would each create its schema (MLflow's migrations fail with "table already exists") and each
+    create the same experiment. A database server serializes this itself."""
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return FileLock(url.removeprefix("sqlite:///") + ".lock", timeout=600)
+    return contextlib.nullcontext()
+
+
 def _artifact_location(uri: str) -> str | None:
     # Without a server, new experiments would put artifacts in ./mlruns of whatever the cwd is.
     if uri.startswith("sqlite:"):
@@ -111,29 +125,37 @@ def git_commit() -> str:
 class Tracker:
     def __init__(self, uri: str | None = None):
         self.uri = uri or tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with store_lock(self.uri):  # the client creates (or migrates) the schema as it opens the store
+            self.client = MlflowClient(tracking_uri=self.uri)
         self._experiments: dict[str, str] = {}
 
     def experiment_id(self, study: str) -> str:
         if study not in self._experiments:
-            exp = self.client.get_experiment_by_name(study)
-            if exp is None:
-                exp_id = self.client.create_experiment(
+            with store_lock(self.uri):  # get-or-create: two processes must not both create it
+                self._experiments[study] = self._get_or_create(study)
+        return self._experiments[study]
+
+    def _get_or_create(self, study: str) -> str:
+        exp = self.client.get_experiment_by_name(study)
+        if exp is None:
+            try:
+                return self.client.create_experiment(
                     study, artifact_location=_artifact_location(self.uri), tags=EXPERIMENT_TAGS
                 )
-            else:
-                exp_id = exp.experiment_id
-                for key, value in EXPERIMENT_TAGS.items():
-                    if exp.tags.get(key) != value:
-                        self.client.set_experiment_tag(exp_id, key, value)
-            self._experiments[study] = exp_id
-        return self._experiments[study]
+            except MlflowException as e:  # a server's other client created it first
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = self.client.get_experiment_by_name(study)
+        for key, value in EXPERIMENT_TAGS.items():
+            if exp.tags.get(key) != value:
+                self.client.set_experiment_tag(exp.experiment_id, key, value)
+        return exp.experiment_id
 
     # --- writing ----------------------------------------------------------------------------------------------
 
     def write(self, record: RunRecord) -> str:
         """Write a finished run in one call; returns its run id (also set on the record)."""
-        tags = {**record.tags, "kind": record.kind, "git_commit": git_commit()}
+        tags = {**record.tags, "kind": record.kind, "owner": this_process(), "git_commit": git_commit()}
         if record.parent_run_id:
             tags["mlflow.parentRunId"] = record.parent_run_id
         run = self.client.create_run(self.experiment_id(record.study), run_name=record.name, tags=tags)
@@ -177,13 +199,42 @@ class Tracker:
 
     def start_parent(self, study: str, run_name: str, tags: dict[str, str]) -> str:
         """A parent run (e.g. one per tuning study) that child runs point to; reused when it exists."""
-        existing = next(iter(self.search(study, tags, finished_only=False)), None)
-        if existing is not None:
-            return existing.info.run_id
-        run = self.client.create_run(
-            self.experiment_id(study), run_name=run_name, tags={**tags, "git_commit": git_commit()}
-        )
-        return run.info.run_id
+        existing = self._parents(study, tags)
+        if existing:
+            return existing[0]
+        mine = self.client.create_run(
+            self.experiment_id(study),
+            run_name=run_name,
+            tags={**tags, "owner": this_process(), "git_commit": git_commit()},
+        ).info.run_id
+        # Processes that started at once (tuning workers) may each have created one: all keep the oldest.
+        winner = self._parents(study, tags)[0]
+        if winner != mine:
+            self.client.delete_run(mine)
+        return winner
+
+    def _parents(self, study: str, tags: dict[str, str]) -> list[str]:
+        runs = sorted(self.search(study, tags, finished_only=False), key=lambda r: (r.info.start_time, r.info.run_id))
+        return [r.info.run_id for r in runs]
+
+    def close_abandoned(self, study: str) -> list[str]:
+        """Close the runs of ``study`` left RUNNING by a process that died on this machine (killed while a run
+        was written, a tuning worker killed before its parent was finished) as KILLED, with an ``abandoned``
+        tag, so that the UI tells the truth; returns their ids. A run whose owner is alive, or on another
+        machine, is left as it is."""
+        exp = self.client.get_experiment_by_name(study)
+        if exp is None:
+            return []
+        closed = []
+        for run in self.client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+            owner = run.data.tags.get("owner")
+            if is_dead(owner):
+                self.client.set_tag(run.info.run_id, "abandoned", f"its process {owner} ended before closing it")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                closed.append(run.info.run_id)
+        if closed:
+            log.info("%s: %d run(s) left RUNNING by a dead process closed as KILLED", study, len(closed))
+        return closed
 
     def adopt(self, run_id: str, parent_run_id: str) -> None:
         """Make a finished run a child of ``parent_run_id`` (runs written before their parent existed)."""

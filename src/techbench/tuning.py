@@ -10,61 +10,35 @@ run per tuning study; a pruned trial's partial runs are recorded too (outcome pr
 from __future__ import annotations
 
 import logging
-import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from techbench.analysis.rows import row_from_record
-from techbench.errors import ConfigError
 from techbench.results import write_tuning
 from techbench.specs import Params, RunConfig, TuningSpec
 from techbench.study import pending_runs
 from techbench.techniques import FAMILIES
-from techbench.tracking import Tracker, absolute_sqlite
+from techbench.tracking import Tracker
 from techbench.training.executors import execute
+from techbench.trial_store import (
+    HEARTBEAT_S,
+    claim,
+    heartbeats,
+    make_sampler,
+    open_storage,
+    quiet,
+    room,
+    suggest,
+    trial_seed,
+    within_budget,
+)
 from techbench.trials import stack_refusal, train_trials
 
 log = logging.getLogger("techbench")
-DEFAULT_STORAGE = "sqlite:///optuna.db"
-STORAGE_EXAMPLES = ["sqlite:///optuna.db", "postgresql+psycopg://user@host:5432/db", "mysql+pymysql://user@host/db"]
-
-
-def storage_url(storage: str | None = None) -> str:
-    return absolute_sqlite(storage or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE)
-
-
-def check_storage(storage: str | None = None) -> str:
-    """The storage URL, or a ConfigError naming where it came from when SQLAlchemy cannot open that kind of
-    database (unknown dialect, driver not installed); nothing is connected to or created."""
-    url = storage_url(storage)
-    key, source = ("--storage", "the command line") if storage else ("OPTUNA_STORAGE", "the environment")
-    if not storage and not os.environ.get("OPTUNA_STORAGE"):
-        return url
-    try:
-        make_url(url).get_dialect().import_dbapi()
-    except (ArgumentError, NoSuchModuleError, ImportError) as e:
-        raise ConfigError(
-            key, f"cannot open {url!r} as an Optuna storage ({type(e).__name__}: {e})", STORAGE_EXAMPLES, source
-        ) from None
-    return url
-
-
-def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Plain-data search space -> trial.suggest_* calls."""
-    hp: dict[str, Any] = {}
-    for name, dim in space.items():
-        if "choices" in dim:
-            hp[name] = trial.suggest_categorical(name, dim["choices"])
-        elif isinstance(dim["low"], int) and isinstance(dim["high"], int) and not dim.get("float"):
-            hp[name] = trial.suggest_int(name, dim["low"], dim["high"], log=dim.get("log", False))
-        else:
-            hp[name] = trial.suggest_float(name, dim["low"], dim["high"], log=dim.get("log", False))
-    return hp
 
 
 OBJECTIVE = "val_kept_acc"  # validation accuracy of the weights each run keeps, mean over the trial's seeds
@@ -94,16 +68,6 @@ def _describe(study: optuna.Study, cfg: RunConfig, seeds: list[int], sampler: st
             study.set_user_attr(key, value)
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Samplers that can propose several trials at once: TPE with the constant liar (a running trial counts as a
-    bad result, so concurrent proposals spread out), random search, scrambled Sobol (QMC)."""
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-
-
 def tune(
     cfg: RunConfig,
     trials: int,
@@ -113,18 +77,21 @@ def tune(
     tracker: Tracker | None = None,
     execution: str = "sequential",
     budget: TuningSpec | None = None,
+    trials_only: bool = False,
 ) -> optuna.Study:
     """Run until the Optuna study holds ``trials`` finished (complete or pruned) trials, asking for
     ``budget.stack`` trials at a time and training each over ``budget.trial_seeds`` seeds (seed, seed+1, ...)."""
     tracker = tracker or Tracker()
+    tracker.close_abandoned(cfg.study)
     stack, trial_seeds, sampler = (budget.stack, budget.trial_seeds, budget.sampler) if budget else (1, 1, "tpe")
     space = FAMILIES[cfg.family].registry.get(cfg.technique).search_space
     if not space:
         raise ValueError(f"{cfg.technique} declares no search space")
     name = study_name(cfg)
+    heartbeat = budget.heartbeat if budget else HEARTBEAT_S
     study = optuna.create_study(
         study_name=name,
-        storage=storage_url(storage),
+        storage=open_storage(storage, heartbeat),
         direction="maximize",
         sampler=make_sampler(sampler, sampler_seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
@@ -137,20 +104,55 @@ def tune(
     if refused:
         log.info("%s: trials one at a time (%s)", cfg.technique, refused)
         stack = 1
-    while (done := _finished(study)) < trials:
-        asked = [study.ask() for _ in range(min(stack, trials - done))]
-        cfgs = [cfg.with_technique_params(suggest(t, space), variant=f"trial{t.number}") for t in asked]
-        try:
-            outcomes = train_trials(cfgs, asked, seeds, execution, refused)
-        except BaseException:
-            for trial in asked:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
-        for outcome in outcomes:
-            _tell(study, outcome, tracker, parent, name, len(asked))
-    best = {f"best.{k}": str(v) for k, v in study.best_params.items()}
-    tracker.finish_parent(parent, {"best/val_acc": study.best_value}, best)
+    while True:
+        asked, cfgs = _next_trials(study, cfg, space, trials, stack, sampler, sampler_seed, heartbeat)
+        if not asked:
+            break
+        with heartbeats(study, asked):
+            try:
+                outcomes = train_trials(cfgs, asked, seeds, execution, refused)
+            except BaseException:
+                for trial in asked:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            for outcome in outcomes:
+                _tell(study, outcome, tracker, parent, name, len(asked))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not trials_only and complete:  # a worker of several leaves the parent to the evaluation
+        best = {f"best.{k}": str(v) for k, v in study.best_params.items()}
+        tracker.finish_parent(parent, {"best/val_acc": study.best_value}, best)
     return study
+
+
+def _next_trials(study, cfg, space, trials, stack, sampler, sampler_seed, heartbeat) -> tuple[list, list]:
+    """The next trials this worker trains (at most ``stack``, within the shared budget) and their configs;
+    empty once the budget is met. While other workers' trials fill the budget it waits: one of them may die
+    and leave its trial to be retried."""
+    while True:
+        free, running = room(study, trials)
+        if not free:
+            if running and _finished(study) < trials:
+                time.sleep(heartbeat)
+                continue
+            return [], []
+        proposed = [_ask(study, space, sampler, sampler_seed) for _ in range(min(stack, free))]
+        kept = {t.number for t in within_budget(study, [t for t, _ in proposed], trials)}
+        if kept:
+            asked = [t for t, _ in proposed if t.number in kept]
+            return asked, [
+                cfg.with_technique_params(hp, variant=f"trial{t.number}") for t, hp in proposed if t.number in kept
+            ]
+
+
+def _ask(study: optuna.Study, space: dict, sampler: str, sampler_seed: int) -> tuple[optuna.Trial, dict[str, Any]]:
+    """One trial and its hyperparameters, proposed by a sampler seeded from the trial's number (QMC keeps its
+    one seed: its sequence index is kept in the storage, so resumed and parallel workers continue it)."""
+    with quiet():
+        trial = study.ask()
+    claim(study, trial)
+    if sampler != "qmc":
+        study.sampler = make_sampler(sampler, trial_seed(sampler_seed, trial.number))
+    return trial, suggest(trial, space)
 
 
 def tuning_parent(tracker: Tracker, cfg: RunConfig) -> str:
@@ -197,6 +199,7 @@ def tune_study(
     force: bool = False,
     tracker: Tracker | None = None,
     root: Path | None = None,
+    trials_only: bool = False,
 ) -> dict[str, Any]:
     """Tune each technique on the study's first workload up to its largest budget, re-run the best configuration
     of every budget over the evaluation seeds (a tuned score on the validation set it was chosen on is biased
@@ -214,13 +217,19 @@ def tune_study(
     trials: dict[str, list[dict[str, Any]]] = {}
     for technique in techniques:
         base = spec.run(technique)
-        result = tune(base, max(budgets.values()), seed, sampler_seed, storage, tracker, spec.execution, budget)
+        result = tune(
+            base, max(budgets.values()), seed, sampler_seed, storage, tracker, spec.execution, budget, trials_only
+        )
+        if trials_only:  # a worker: the evaluation runs once, after every worker is done
+            continue
         trials[technique] = [_trial_row(t) for t in result.trials]
         states = [t.state.name for t in result.trials]
         summary[technique] = {
             "optuna_study": result.study_name,
-            "trials": len(states),
+            "trials": states.count("COMPLETE") + states.count("PRUNED"),
             "pruned": states.count("PRUNED"),
+            # killed workers' trials (each re-queued with its hyperparameters) and surplus asks of concurrent ones
+            "failed": states.count("FAIL"),
             "default_params": {k: v for k, v in base.components[base.family].items() if k != "name"},
             "budgets": _rerun_budgets(spec, base, result, budgets, eval_seeds, tracker, force),
         }
@@ -229,7 +238,8 @@ def tune_study(
             best_params=largest["best_params"], best_val_acc=largest["best_val_acc"], runs=largest["runs"]
         )
         log.info("tuned %s/%s: best val/acc %.4f with %s", study, technique, result.best_value, result.best_params)
-    write_tuning(root or Path(params.paths["results"]), study, summary, trials)
+    if not trials_only:
+        write_tuning(root or Path(params.paths["results"]), study, summary, trials)
     return summary
 
 

@@ -57,6 +57,9 @@ TUNING_DEFAULTS: dict[str, Any] = {
     # first n trials do not depend on the later ones), so the large budget costs its trials once. Empty: one
     # budget "tuned" of `trials` trials.
     "budgets": {},
+    # Seconds between a running trial's heartbeats in the Optuna storage; a trial silent for three of them
+    # (its worker was killed) is failed and re-queued with the same hyperparameters by the next worker.
+    "heartbeat": 10,
 }
 RESERVED_BUDGETS = ["default", "one_shot"]
 SAMPLERS = ["tpe", "random", "qmc"]
@@ -85,7 +88,7 @@ def _tuning(name: str, block: Any, studies: dict[str, StudySpec]) -> TuningSpec:
                 f"{tech!r} is not a technique of study {name}",
                 studies[name].techniques,
             )
-    for field in ("trials", "stack", "trial_seeds"):
+    for field in ("trials", "stack", "trial_seeds", "heartbeat"):
         if not isinstance(t[field], int) or t[field] < 1:
             raise ConfigError(f"{key}.{field}", f"{t[field]!r} is out of range: must be an integer >= 1")
     t["budgets"] = _budgets(key, t["budgets"], t["trials"], block)
