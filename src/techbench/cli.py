@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from techbench.errors import ConfigError
+from techbench.liveness import is_primary
 from techbench.paths import read_paths, study_order
 
 EXIT_BAD_INPUT = 2
@@ -113,7 +114,8 @@ def cmd_run(args, params) -> None:
 
     params.study(args.study)
     run_study(params, args.study, force=args.force)
-    print(f"results: {export_study(params, args.study)}")
+    if is_primary():  # the other ranks of a DDP launch trained in step; rank 0 writes the results
+        print(f"results: {export_study(params, args.study)}")
 
 
 def cmd_pretrain(args, params) -> None:
@@ -181,8 +183,10 @@ def _check_machine(params, args) -> None:
     tracking_uri()
     if args.command == "tune":
         from techbench.trial_store import check_storage
+        from techbench.workers import check_tune_hardware
 
         check_storage(args.storage)
+        check_tune_hardware(params.hardware)
 
 
 def _check_tune_args(params, args) -> None:

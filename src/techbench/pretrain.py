@@ -16,6 +16,7 @@ from pathlib import Path
 
 from techbench import code_version
 from techbench.errors import ConfigError
+from techbench.liveness import is_primary
 from techbench.paths import file_sha256
 from techbench.specs import Params, SourceSpec
 from techbench.tracking import Tracker
@@ -52,6 +53,8 @@ def run_pretrain(params: Params, name: str, tracker: Tracker | None = None) -> P
     result = train_single(src.run, src.seed)
     run_id = tracker.write(result.record("run", source=name))
     out = Path(src.weights)
+    if not is_primary():  # another rank of a DDP launch: the same weights, written by rank 0
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}, str(tmp))

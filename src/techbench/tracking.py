@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from techbench.errors import ConfigError
-from techbench.liveness import is_dead, this_process
+from techbench.liveness import git_commit, is_dead, primary_only, this_process
 from techbench.records import RunRecord, flatten
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -114,14 +113,6 @@ def _dataset_input(data: dict[str, Any], n_train: Any) -> DatasetInput:
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 class Tracker:
     def __init__(self, uri: str | None = None):
         self.uri = uri or tracking_uri()
@@ -153,6 +144,7 @@ class Tracker:
 
     # --- writing ----------------------------------------------------------------------------------------------
 
+    @primary_only("")
     def write(self, record: RunRecord) -> str:
         """Write a finished run in one call; returns its run id (also set on the record)."""
         tags = {**record.tags, "kind": record.kind, "owner": this_process(), "git_commit": git_commit()}
@@ -197,6 +189,7 @@ class Tracker:
                 folder = str(Path(rel).parent) if Path(rel).parent != Path(".") else None
                 self.client.log_artifact(run_id, str(path), folder)
 
+    @primary_only("")
     def start_parent(self, study: str, run_name: str, tags: dict[str, str]) -> str:
         """A parent run (e.g. one per tuning study) that child runs point to; reused when it exists."""
         existing = self._parents(study, tags)
@@ -217,6 +210,7 @@ class Tracker:
         runs = sorted(self.search(study, tags, finished_only=False), key=lambda r: (r.info.start_time, r.info.run_id))
         return [r.info.run_id for r in runs]
 
+    @primary_only([])
     def close_abandoned(self, study: str) -> list[str]:
         """Close the runs of ``study`` left RUNNING by a process that died on this machine (killed while a run
         was written, a tuning worker killed before its parent was finished) as KILLED, with an ``abandoned``
@@ -236,10 +230,12 @@ class Tracker:
             log.info("%s: %d run(s) left RUNNING by a dead process closed as KILLED", study, len(closed))
         return closed
 
+    @primary_only()
     def adopt(self, run_id: str, parent_run_id: str) -> None:
         """Make a finished run a child of ``parent_run_id`` (runs written before their parent existed)."""
         self.client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
 
+    @primary_only()
     def finish_parent(self, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
         now = int(time.time() * 1000)
         self.client.log_batch(

@@ -30,6 +30,30 @@ def check_workers(workers: int, hardware: dict[str, Any]) -> None:
         )
 
 
+# Multi-process strategies that start their processes from the one that called fit: the Optuna trial was asked
+# there, and Optuna's pruning callback reports through the RDB storage from rank 0 of the fit.
+SPAWNING = ["ddp_spawn", "ddp_fork", "ddp_notebook"]
+
+
+def check_tune_hardware(hardware: dict[str, Any]) -> None:
+    """Tuning over several devices per trial needs one node and a spawning strategy: under ``ddp`` (and
+    ``auto``, which picks it) every rank re-runs the whole command and would ask Optuna for trials of its own."""
+    if int(hardware["num_nodes"]) > 1:  # each node's command would ask Optuna for trials of its own
+        raise ConfigError(
+            "hardware.num_nodes",
+            f"{hardware['num_nodes']} nodes per trial cannot tune: run a worker on each machine instead "
+            "(`techbench tune … --storage postgresql+psycopg://… --trials-only`)",
+            ["1"],
+        )
+    if hardware["devices"] != 1 and hardware["strategy"] not in SPAWNING:
+        raise ConfigError(
+            "hardware.strategy",
+            f"{hardware['strategy']!r} with devices {hardware['devices']!r} cannot tune: each rank would ask "
+            "Optuna for its own trials (use a spawning strategy, or --workers N with devices: 1)",
+            SPAWNING,
+        )
+
+
 def worker_env(i: int, workers: int, hardware: dict[str, Any]) -> dict[str, str]:
     """Worker ``i``'s environment: one GPU of the visible ones (round robin) when the accelerator is a GPU,
     none otherwise; and its share of the CPU cores, so N workers do not each start a thread per core."""

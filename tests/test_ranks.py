@@ -1,0 +1,53 @@
+"""Under `strategy: ddp` every rank runs the whole command: only global rank 0 may write, and tuning, whose
+ranks would each ask Optuna for trials of their own, is refused outside a spawning strategy."""
+
+import pytest
+
+from techbench.errors import ConfigError
+from techbench.liveness import global_rank, primary_only
+from techbench.workers import SPAWNING, check_tune_hardware
+
+RANK_ENV = ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
+@pytest.mark.parametrize(
+    "env, rank",
+    [
+        ({}, 0),
+        ({"NODE_RANK": "0", "LOCAL_RANK": "0"}, 0),  # the process Lightning's launcher started from
+        ({"NODE_RANK": "0", "LOCAL_RANK": "1"}, 1),  # its child
+        ({"NODE_RANK": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}, 2),
+        ({"RANK": "3", "LOCAL_RANK": "1"}, 3),  # torchrun
+        ({"SLURM_PROCID": "0"}, 0),
+    ],
+)
+def test_global_rank_and_rank_zero_writes(monkeypatch, env, rank):
+    for name in RANK_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    writes = []
+
+    @primary_only("skipped")
+    def write(x):
+        writes.append(x)
+        return "written"
+
+    assert global_rank() == rank
+    assert write(1) == ("written" if rank == 0 else "skipped") and len(writes) == (rank == 0)
+
+
+def _hardware(**kw):
+    return {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", **kw}
+
+
+def test_tuning_over_several_devices_needs_a_spawning_strategy():
+    check_tune_hardware(_hardware())
+    for strategy in SPAWNING:
+        check_tune_hardware(_hardware(devices=2, strategy=strategy))
+    with pytest.raises(ConfigError) as e:
+        check_tune_hardware(_hardware(devices=2, strategy="ddp"))
+    assert e.value.key == "hardware.strategy" and "ddp_spawn" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        check_tune_hardware(_hardware(num_nodes=2, strategy="ddp_spawn"))
+    assert e.value.key == "hardware.num_nodes"
