@@ -35,7 +35,9 @@ class ScaledDropout(nn.Module):
         if not self.training or self.p == 0.0:
             return x if self.mode == "inverted" else x * keep
         mask = torch.empty_like(x).bernoulli_(keep)
-        return x * mask / keep if self.mode == "inverted" else x * mask
+        # m/(1−p) first, then one product, as torch's CPU dropout orders it: the same roundings, so `inverted` and
+        # `standard` agree bit for bit in forward and backward rather than to the last ulp.
+        return x * mask.div_(keep) if self.mode == "inverted" else x * mask
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode}"
