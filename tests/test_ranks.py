@@ -5,7 +5,7 @@ import pytest
 
 from techbench.errors import ConfigError
 from techbench.liveness import global_rank, primary_only
-from techbench.workers import SPAWNING, check_tune_hardware
+from techbench.workers import SPAWNING, check_tune_hardware, check_workers
 
 RANK_ENV = ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
@@ -45,9 +45,21 @@ def test_tuning_over_several_devices_needs_a_spawning_strategy():
     check_tune_hardware(_hardware())
     for strategy in SPAWNING:
         check_tune_hardware(_hardware(devices=2, strategy=strategy))
-    with pytest.raises(ConfigError) as e:
-        check_tune_hardware(_hardware(devices=2, strategy="ddp"))
-    assert e.value.key == "hardware.strategy" and "ddp_spawn" in str(e.value)
+    for devices, strategy in ((2, "ddp"), (-1, "auto"), (-1, "ddp")):  # -1 (all devices) may be several
+        with pytest.raises(ConfigError) as e:
+            check_tune_hardware(_hardware(devices=devices, strategy=strategy))
+        assert e.value.key == "hardware.strategy" and "ddp_spawn" in str(e.value)
     with pytest.raises(ConfigError) as e:
         check_tune_hardware(_hardware(num_nodes=2, strategy="ddp_spawn"))
     assert e.value.key == "hardware.num_nodes"
+
+
+@pytest.mark.parametrize(
+    "workers, devices, key", [(0, 1, "--workers"), (2, 2, "hardware.devices"), (2, -1, "hardware.devices")]
+)
+def test_several_workers_each_train_on_one_device(workers, devices, key):
+    check_workers(1, _hardware(devices=-1))  # one worker may use every device (under a spawning strategy)
+    check_workers(3, _hardware())
+    with pytest.raises(ConfigError) as e:
+        check_workers(workers, _hardware(devices=devices))
+    assert e.value.key == key
