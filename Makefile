@@ -66,4 +66,5 @@ bench: $(STAMP)
 	python benchmarks/step_overhead.py
 	python benchmarks/seeds_parallel.py
 	python benchmarks/stacked_trials.py
+	python benchmarks/device_throughput.py
 	python benchmarks/published_baselines.py
