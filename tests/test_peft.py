@@ -337,16 +337,19 @@ def test_peft_and_distillation_findings_state_the_chapters_margins_with_their_nu
     lines, figures = peft_lines(groups, ctx)
     text = " ".join(lines)
     assert "`lora` trains 5.00 %, needs 2.0×/5.0× less step memory than `deep_ft` at batch 1/64" in text
-    assert "memory ratio 5.0× at batch 64 (inside 3-10×)" in text and "within ±1 pp" in text
+    assert "Memory ratio 5.0× at batch 64 (inside 3-10×)" in text and "within ±1 pp" in text
     assert "trains 0.51 % of the source's parameters" in text and "(within 2 pp)" in text  # (15−10)/(1000−10)
     assert figures and figures[0].stat().st_size > 5_000
+    assert [(v.claim, v.outcome) for v in lines if hasattr(v, "claim")] == [("C57", "confirmed"), ("C58", "confirmed")]
 
     taught = {"scratch": rows(0.50, 1, 1, 300.0, 300.0), "knowledge_distillation": rows(0.52, 1, 1, 300.0, 300.0)}
     for r in taught["knowledge_distillation"]:
         r["metrics"].update({"transfer/teacher_acc": 0.8, "transfer/teacher_params": 600.0})
     ctx = FindingsContext(tmp_path / "d_w", "d / w", {"scratch": {}, "knowledge_distillation": {"teacher": True}})
-    text = " ".join(distillation_lines(taught, ctx))
+    said = distillation_lines(taught, ctx)
+    text = " ".join(said)
     assert "the student has 300 (0.50× the teacher)" in text and "2.0 ± 0.0 pp" in text and "(higher" in text
+    assert [(v.claim, v.outcome) for v in said if hasattr(v, "claim")] == [("C59", "confirmed")]
 
 
 def test_a_teacher_of_other_classes_is_a_config_error_before_anything_is_written(teacher_dir, monkeypatch, capsys):

@@ -129,9 +129,9 @@ def test_dvc_repro_end_to_end(repo):
     assert (path / "reports/figures/optimizers_debug_mlp_curves.png").stat().st_size > 10_000
     html = (path / "reports/index.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.split("<body>")[0]
-    # The page opens with the overview, then the studies in params.yaml's (the chapter's) order.
+    # The page opens with the overview and the chapter's claims, then the studies in params.yaml's order.
     sections = [part.split('"', 1)[0] for part in html.split('<section id="')[1:]]
-    assert sections == ["overview", *params["studies"], *params["transfer"]]
+    assert sections == ["overview", "claims", *params["studies"], *params["transfer"]]
     overview = (path / "reports/README.md").read_text()
     assert overview.startswith("# Overview") and "[optimizers](optimizers.md)" in overview
     assert "chosen on validation" in overview and "| `debug_mlp` | **" in overview

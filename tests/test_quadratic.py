@@ -90,7 +90,7 @@ def test_curves_are_subsampled_and_verdict_and_plot_work(result, tmp_path):
     assert all(len(c["x"]) <= 200 and len(c["x"]) == len(c["rel_dist"]) for c in result.curves.values())
     entry = VIEWS["quadratic_gd"]
     sentences = entry.verdict([result.as_dict()])
-    assert sentences and "holds exactly" in sentences[0]
+    assert sentences and sentences[0].claim == "C01" and sentences[0].outcome == "confirmed"
     assert entry.plot([result.as_dict()], tmp_path / "q.png").exists()
 
 

@@ -22,6 +22,7 @@ class Section:
     paragraphs: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
+    claims: list = field(default_factory=list)  # the report.claims.Verdicts its sentences state
 
 
 def to_markdown(sections: list[Section], base: Path) -> str:
@@ -32,7 +33,7 @@ def to_markdown(sections: list[Section], base: Path) -> str:
         for t in s.tables:
             out.append("| " + " | ".join(t.headers) + " |")
             out.append("|" + "---|" * len(t.headers))
-            out += ["| " + " | ".join(r) + " |" for r in t.rows]
+            out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in t.rows]
             out.append("")
         out += [f"![{f.stem}]({f.relative_to(base).as_posix()})\n" for f in s.figures]
     return "\n".join(out)

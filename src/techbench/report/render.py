@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from techbench.errors import ConfigError
+from techbench.report.claims import claims_of, claims_section
 from techbench.report.document import Section, Table, to_html, to_markdown
 from techbench.report.overview import overview_row, overview_section
 from techbench.report.study_report import groups_of, report_comparisons, study_sections
@@ -49,7 +50,8 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>techbench repo
 body{{font-family:system-ui,sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:1em 0;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 7px}}
 th{{background:#f3f3f3}}img{{max-width:100%}}code{{background:#f5f5f5;padding:0 3px}}</style></head><body>
-<h1>techbench report</h1><p><a href="#overview">Overview</a>; studies: {toc}. Runs are in MLflow
+<h1>techbench report</h1><p><a href="#overview">Overview</a>; <a href="#claims">the chapter's claims</a>;
+studies: {toc}. Runs are in MLflow
 (<code>mlflow ui --backend-store-uri sqlite:///mlflow.db</code>), tuning studies in Optuna (<code>optuna-dashboard sqlite:///optuna.db</code>).</p>
 {body}</body></html>"""
 
@@ -71,7 +73,8 @@ def write_reports(
     rank = {s: i for i, s in enumerate(order or [])}
     studies = sorted(studies or available, key=lambda s: (rank.get(s, len(rank)), s))
     figures = reports_dir / "figures"
-    written, bodies, rows, probe_only = [], [], [], []
+    figures.mkdir(parents=True, exist_ok=True)  # probe views save into it directly
+    written, bodies, rows, probe_only, decided = [], [], [], [], {}
     for study in studies:
         results = read_study(results_root, study)
         sections = study_sections(results, read_metrics(results_root, study), read_tuning(results_root, study), figures)
@@ -80,20 +83,24 @@ def write_reports(
         md.write_text(to_markdown(sections, reports_dir))
         written.append(md)
         bodies.append(f'<section id="{study}">' + to_html(sections) + "</section>")
+        decided[study] = claims_of(sections)
         mine = overview_rows(results)
         rows += mine
         if not mine:
             probe_only.append(f"[{study}]({study}.md)")
-    overview = overview_section(rows, probe_only)
+    overview, claims = overview_section(rows, probe_only), claims_section(decided)
+    reports_dir.mkdir(parents=True, exist_ok=True)  # also with no study results yet
     readme = reports_dir / "README.md"
-    readme.write_text(to_markdown([overview], reports_dir))
-    written.insert(0, readme)
+    readme.write_text(to_markdown([overview, claims], reports_dir))
+    verdicts = reports_dir / "claims.json"  # machine-readable: study -> its verdicts
+    verdicts.write_text(json.dumps({s: [v.as_dict() for v in vs] for s, vs in decided.items() if vs}, indent=1))
+    written[:0] = [readme, verdicts]
     bodies.insert(0, '<section id="overview">' + to_html([overview]) + "</section>")
+    bodies.insert(1, '<section id="claims">' + to_html([claims]) + "</section>")
     bench = benchmarks_section(benchmarks)
     if bench is not None:
         bodies.append(to_html([bench]))
     toc = ", ".join(f'<a href="#{s}">{s}</a>' for s in studies) or "none"
     index = reports_dir / "index.html"
-    reports_dir.mkdir(parents=True, exist_ok=True)  # also with no study results yet
     index.write_text(PAGE.format(toc=toc, body="\n<hr>\n".join(bodies)))
     return [*written, index]

@@ -10,6 +10,7 @@ from typing import Any
 
 from techbench.analysis.findings import Comparison, adjust, compare, describe
 from techbench.analysis.rows import label
+from techbench.report.claims import say
 from techbench.report.document import Section
 from techbench.report.families import FindingsContext, load
 from techbench.report.plots import learning_curves, sweep_plot
@@ -72,7 +73,7 @@ def _workload(
         default = (results.family or {}).get("default")
         ctx = FindingsContext(stem, f"{results.study} / {w}", results.techniques, bias_variance.get(w, {}), default)
         lines, figs = findings(groups, ctx)
-        said.paragraphs += lines
+        say(said, lines)
         said.figures += figs
     return [said, sec]  # what the numbers say first, then the setup and tables they come from
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from techbench.analysis.findings import by_seed
 from techbench.analysis.stats import mean_ci, paired_diff_ci
+from techbench.report.claims import Verdict
 from techbench.report.families import FindingsContext, Groups, mean_of
 from techbench.report.families.transfer_peft import FROZEN, distillation_lines, peft_lines
 
@@ -97,10 +98,21 @@ def lr_ratio(groups: Groups) -> list[str]:
             if edges
             else ""
         )
-        lines.append(
+        small = sum(r <= 3 for r in ratios)
+        outcome = (
+            "inconclusive"  # the best LR may lie off the grid
+            if edges
+            else "confirmed"
+            if within > len(ratios) / 2
+            else "refuted"
+            if small > len(ratios) / 2
+            else "inconclusive"
+        )
+        evidence = (
             f"Validation-best LR: scratch {best_mean(by_tech['scratch']):g}, `{tech}` {best_mean(sweep):g} (mean over "
             f"seeds); per seed the scratch/`{tech}` ratio is {', '.join(f'{r:g}' for r in ratios)} (median "
             f"{ratios[len(ratios) // 2]:g}; in the chapter's 10-100x range in {within}/{len(ratios)} seeds, "
-            f"on a grid of {len(sweep)} LRs).{edge}"
+            f"on a grid of {len(sweep)} LRs; at most 3x in {small}).{edge}"
         )
+        lines.append(Verdict("C53", outcome, evidence))
     return lines

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from techbench.analysis.findings import by_seed
 from techbench.analysis.stats import paired_diff_ci
+from techbench.report.claims import decide
 from techbench.report.families import FindingsContext, Groups, mean_of
 from techbench.report.plots import plt, save_figure, style
 
@@ -63,22 +64,26 @@ def _claims(groups: Groups, batches: list[int], full: dict[int, float | None]) -
         ratio = full[b] / (mean_of(groups["lora"], f"memory/step_mb/b{b}") or float("nan"))
         d = _acc_diff(groups, "lora", FULL)
         within = d.n > 1 and d.low >= -0.01 and d.high <= 0.01
-        out.append(
-            f"C57 (LoRA cuts peak memory 3-10× within 1 pp): memory ratio {ratio:.1f}× at batch {b} "
-            f"({'inside' if 3 <= ratio <= 10 else 'outside'} 3-10×); accuracy CI {d.fmt(100, 1)} pp "
-            f"{'within' if within else 'not within'} ±1 pp."
+        inside = 3 <= ratio <= 10
+        evidence = (
+            f"Memory ratio {ratio:.1f}× at batch {b} ({'inside' if inside else 'outside'} 3-10×); `lora` − `{FULL}` "
+            f"accuracy CI {d.fmt(100, 1)} pp {'within' if within else 'not within'} ±1 pp."
         )
+        off = d.n > 1 and (d.low > 0.01 or d.high < -0.01)
+        out.append(decide("C57", inside and within, not inside or off, evidence))
     if "bitfit" in groups:
         share = _backbone_share(groups, "bitfit")
         d = _acc_diff(groups, FULL, "bitfit")
         probe = _acc_diff(groups, "bitfit", FROZEN) if FROZEN in groups else None
         beats = f"; BitFit − linear probe {probe.fmt(100, 1)} pp" if probe else ""
-        out.append(
-            f"C58 (BitFit: < 1 % of the backbone, within 2 pp of full fine-tuning, above the probe): trains "
-            f"{100 * share:.2f} % of the source's parameters (its biases; the new classifier not counted); `{FULL}` − "
-            f"BitFit {d.fmt(100, 1)} pp "
+        evidence = (
+            f"BitFit trains {100 * share:.2f} % of the source's parameters (its biases; the new classifier not "
+            f"counted); `{FULL}` − BitFit {d.fmt(100, 1)} pp "
             f"({'within' if d.n > 1 and d.high <= 0.02 else 'not within'} 2 pp){beats}."
         )
+        holds = share < 0.01 and d.n > 1 and d.high <= 0.02 and probe is not None and probe.low > 0
+        fails = share >= 0.01 or (d.n > 1 and d.low > 0.02) or (probe is not None and probe.n > 1 and probe.high < 0)
+        out.append(decide("C58", holds, fails, evidence))
     return out
 
 
@@ -119,8 +124,9 @@ def distillation_lines(groups: Groups, ctx: FindingsContext) -> list[str]:
         )
     for label in taught:
         d = _acc_diff(groups, label, "scratch")
-        lines.append(
-            f"C59 (a distilled student beats the same student on labels only): `{label}` − `scratch` "
-            f"{d.fmt(100, 1)} pp test accuracy, paired over {d.n} seeds ({d.direction()}, unadjusted CI)."
+        evidence = (
+            f"`{label}` − `scratch` {d.fmt(100, 1)} pp test accuracy, paired over {d.n} seeds ({d.direction()}, "
+            "unadjusted CI)."
         )
+        lines.append(decide("C59", d.n > 1 and d.low > 0, d.n > 1 and d.high < 0, evidence))
     return lines

@@ -15,6 +15,7 @@ from scipy import stats
 from techbench.analysis.findings import by_seed
 from techbench.analysis.rows import label
 from techbench.analysis.stats import mean_ci, paired_diff_ci
+from techbench.report.claims import Verdict, decide, say
 from techbench.report.document import Section
 from techbench.report.families.transfer_peft import FROZEN
 from techbench.report.plots import plt, save_figure, style
@@ -44,20 +45,20 @@ def size_section(results, figures: Path) -> Section | None:
         sec.paragraphs.append(f"`{shift}` at {', '.join(str(n) for n in ns)} target examples:")
         for ft in fine_tuned:
             if all(ft in sizes[n] and FROZEN in sizes[n] for n in ns):
-                sec.paragraphs.append(_crossover(ft, sizes, ns))
+                say(sec, [_crossover(ft, sizes, ns)])
     sec.figures.append(_figure(shifts, figures / f"{results.study}_target_sizes.png", results.study))
     return sec
 
 
-def _crossover(ft: str, sizes: dict[int, dict[str, list[dict]]], ns: list[int]) -> str:
+def _crossover(ft: str, sizes: dict[int, dict[str, list[dict]]], ns: list[int]) -> Verdict:
     diffs = {n: paired_diff_ci(by_seed(sizes[n][ft], "test_acc"), by_seed(sizes[n][FROZEN], "test_acc")) for n in ns}
     parts = [f"n={n}: {d.fmt(100, 1)} pp" for n, d in diffs.items()]
     above = [n for n, d in diffs.items() if d.excludes(0) and d.mean > 0]
     cross = f"above the frozen backbone (CI) from n={above[0]}" if above else f"never above it (CI) up to n={ns[-1]}"
-    rho = ""
+    rho, r = "", float("nan")
     if len(ns) >= 3:
         r = stats.spearmanr(ns, [diffs[n].mean for n in ns]).statistic
-        rho = f"; Spearman ρ(advantage, n) = {r:.2f} over {len(ns)} sizes"
+        rho = f"; Spearman ρ(advantage, n) = {r:.2f} over {len(ns)} sizes (rule: > 0.8)"
     small = [d for n, d in diffs.items() if n <= SMALL]
     large = [d for n, d in diffs.items() if n >= LARGE]
     verdict = []
@@ -73,7 +74,10 @@ def _crossover(ft: str, sizes: dict[int, dict[str, list[dict]]], ns: list[int]) 
         if large
         else f'no size ≥ {LARGE} here, so the chapter\'s "fine-tuning wins with thousands" is not tested'
     )
-    return f"`{ft}` − `{FROZEN}`: {'; '.join(parts)} — {cross}{rho}; C52: {'; '.join(verdict)}."
+    holds = bool(small) and bool(large) and all(d.high <= 0.005 for d in small) and all(d.low > 0 for d in large)
+    fails = any(d.low > 0.005 for d in small) or any(d.high < 0 for d in large) or r < 0
+    evidence = f"`{ft}` − `{FROZEN}`: {'; '.join(parts)} — {cross}{rho}; {'; '.join(verdict)}."
+    return decide("C52", holds and r > 0.8, fails, evidence)
 
 
 def _figure(shifts: dict[str, dict[int, dict[str, list[dict]]]], path: Path, title: str) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from techbench.analysis.stats import mean_ci
+from techbench.report.claims import say
 from techbench.report.document import Section, Table
 from techbench.report.probes.views import VIEWS, View, view
 
@@ -54,7 +55,7 @@ def probe_sections(probes: dict[str, Any], figures_dir: Path, study: str) -> lis
             sec.tables.append(Table(headers, rows))
         if entry is not None and runs:
             if entry.verdict:
-                sec.paragraphs += ["**What it says:** " + s for s in entry.verdict(runs)]
+                say(sec, entry.verdict(runs), "**What it says:** ")
             if entry.plot:
                 path = entry.plot(runs, figures_dir / f"{study}_{name}.png")
                 if path is not None:

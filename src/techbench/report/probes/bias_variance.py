@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
+from techbench.report.claims import Verdict
 from techbench.report.plots import plt
 from techbench.report.probes.views import view
 
@@ -96,11 +97,14 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
         if unresolved
         else ""
     )
-    out.append(
+    evidence = (
         f"Over degrees {deg[0]}…{deg[-1]}, Spearman ρ(bias², degree) = {rho_b:.2f}{tied} and ρ(variance, degree) "
-        f"= {rho_v:.2f}; claim C16 (ρ(bias²) ≤ {_RHO_BIAS:g} and ρ(variance) ≥ {_RHO_VAR:g}) is "
-        + ("confirmed." if ok else "not confirmed.")
+        f"= {rho_v:.2f} (rule: ≤ {_RHO_BIAS:g} and ≥ {_RHO_VAR:g}: "
+        + ("met" if ok else "not met")
+        + f"); largest identity residual {worst:.2%} (rule: < {_IDENTITY_TOL:.0%})."
     )
+    identity = worst < _IDENTITY_TOL
+    out.append(Verdict("C16", "confirmed" if ok and identity else "refuted", evidence))
     best = min(deg, key=lambda d: agg[d]["test_mse"])
     out.append(
         f"The lowest test MSE, {agg[best]['test_mse']:.4g} (σ² = {agg[best]['noise']:.4g}), is at degree {best}; "
