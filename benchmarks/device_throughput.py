@@ -3,10 +3,11 @@ and the tuning rate of one worker per device.
 
 Workloads: a small timm ViT (test_vit, 16x16 digits, 4x4 patches, batch 64: the pretraining stage's) and the
 MNIST-1D MLP (100-100, batch 128). Both loops train EPOCHS epochs with a validation pass each, on the same device,
-batches moved to it one at a time as Lightning moves them. Targets: techbench within 0.95x of the plain loop's
-examples/s on a GPU; 16 stacked trials within 3x one trial. Trials per hour with one worker per device is
-3600 / one trial's whole run (fit, test, metrics) per device, marked estimated: workers share no device, but they
-do share the host's cores. Writes device_throughput_<device>.json into params.yaml's paths.benchmarks.
+batches moved to it one at a time as Lightning moves them (the plain loop is step_overhead.raw_torch). Targets:
+techbench within 0.95x of the plain loop's examples/s on a GPU; 16 stacked trials within 3x one trial. Trials
+per hour with one worker per device is 3600 / one trial's whole run (fit, test, metrics) per device, marked
+estimated: workers share no device, but they do share the host's cores. Writes device_throughput_<device>.json
+into params.yaml's paths.benchmarks.
 
     python benchmarks/device_throughput.py [gpu|cpu]     # default: gpu when CUDA is there, else cpu
 """
@@ -21,16 +22,15 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from stacked_trials import lr_trials
-from step_overhead import timed
+from step_overhead import raw_torch, timed  # the plain loop: the same for CPU and device
 
 from techbench.config import parse_params
 from techbench.paths import read_paths
 from techbench.training.evaluation import machine
 from techbench.training.single import train_single
 from techbench.training.stacked import refusal, train_members
-from techbench.workloads import InMemoryLoader, build_model, load_dataset
+from techbench.workloads import load_dataset
 
 EPOCHS, REPEATS, TRIALS = 10, 3, 16
 WORKLOADS = {
@@ -57,38 +57,13 @@ def config(workload: str, accelerator: str):
     return parse_params(raw).studies["bench"].run("adam")
 
 
-def plain_loop(cfg, device: torch.device) -> float:
-    """The same epochs in a hand-written loop: Adam at techbench's default LR, validation each epoch."""
-    data = load_dataset(cfg.data)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    train = InMemoryLoader(data.x_train, data.y_train, cfg.train["batch_size"], shuffle=True, seed=0)
-    val = InMemoryLoader(data.x_val, data.y_val, cfg.train["batch_size"], shuffle=False)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for _ in range(EPOCHS):
-        model.train()
-        for x, y in train:
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x.to(device)), y.to(device)).backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            for x, y in val:
-                F.cross_entropy(model(x.to(device)), y.to(device))
-    sync()
-    return time.perf_counter() - start
-
-
 def measure(workload: str, accelerator: str, device: torch.device) -> dict:
     cfg = config(workload, accelerator)
     n_train = len(load_dataset(cfg.data).x_train)
-    plain_loop(cfg, device), train_single(cfg, 0)  # warm-up: dataset cache, kernels, allocator
+    raw_torch(cfg, device), train_single(cfg, 0)  # warm-up: dataset cache, kernels, allocator
     plain, fit, whole = [], [], []
     for _ in range(REPEATS):  # interleaved, so a slow spell of the machine hits both
-        plain.append(plain_loop(cfg, device))
+        plain.append(raw_torch(cfg, device))
         start = time.perf_counter()
         fit.append(train_single(cfg, 0).metrics["time/fit_s"])
         whole.append(time.perf_counter() - start)

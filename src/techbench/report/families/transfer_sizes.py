@@ -61,23 +61,23 @@ def _crossover(ft: str, sizes: dict[int, dict[str, list[dict]]], ns: list[int]) 
         rho = f"; Spearman ρ(advantage, n) = {r:.2f} over {len(ns)} sizes (rule: > 0.8)"
     small = [d for n, d in diffs.items() if n <= SMALL]
     large = [d for n, d in diffs.items() if n >= LARGE]
+    small_ok = bool(small) and all(d.high <= 0.005 for d in small)  # (frozen − FT) CI lower bound ≥ −0.5 pp
+    large_ok = bool(large) and all(d.low > 0 for d in large)
     verdict = []
     if small:
-        ok = all(d.high <= 0.005 for d in small)  # (frozen − FT) CI lower bound ≥ −0.5 pp
         verdict.append(
             f"at n ≤ {SMALL} the CI rules out fine-tuning ahead by > 0.5 pp (supported)"
-            if ok
+            if small_ok
             else f"at n ≤ {SMALL} the CI allows fine-tuning ahead by > 0.5 pp (not supported)"
         )
     verdict.append(
-        f"at n ≥ {LARGE} fine-tuning is {'above (CI; supported)' if all(d.low > 0 for d in large) else 'not above'}"
+        f"at n ≥ {LARGE} fine-tuning is {'above (CI; supported)' if large_ok else 'not above'}"
         if large
         else f'no size ≥ {LARGE} here, so the chapter\'s "fine-tuning wins with thousands" is not tested'
     )
-    holds = bool(small) and bool(large) and all(d.high <= 0.005 for d in small) and all(d.low > 0 for d in large)
     fails = any(d.low > 0.005 for d in small) or any(d.high < 0 for d in large) or r < 0
     evidence = f"`{ft}` − `{FROZEN}`: {'; '.join(parts)} — {cross}{rho}; {'; '.join(verdict)}."
-    return decide("C52", holds and r > 0.8, fails, evidence)
+    return decide("C52", small_ok and large_ok and r > 0.8, fails, evidence)
 
 
 def _figure(shifts: dict[str, dict[int, dict[str, list[dict]]]], path: Path, title: str) -> Path:
