@@ -38,7 +38,7 @@ def _params():
                     "model": MLP,
                     "train": {"epochs": 4, "batch_size": 32},
                     "base": {"optimizer": {"name": "sgd", "lr": 0.1}},
-                    "sweep": {"l2.lam": [1.0, 10.0], "l1_proximal.lam": [300.0]},
+                    "sweep": {"l2.lam": [1.0, 10.0, 100.0], "l1_proximal.lam": [300.0]},
                 },
                 "early_stopping": {
                     "family": "stopping",
@@ -126,6 +126,7 @@ def test_capacity_study_decomposes_test_error_over_resampled_training_sets(done)
     assert {r["n_train"] for r in runs["capacity"]} == {100.0}
     md = (root / "reports/capacity.md").read_text()
     assert "Spearman ρ(bias², parameters)" in md and "Capacity axis: parameters" in md
+    assert "Claim C14 (" in md and "ρ(train error, capacity)" in md  # decided on the parameter axis
 
 
 def test_penalties_report_sparsity_and_best_lambda_on_validation(done):
@@ -137,6 +138,8 @@ def test_penalties_report_sparsity_and_best_lambda_on_validation(done):
     assert all(_m(s, "weights/l2_norm") < _m(w, "weights/l2_norm") for s, w in zip(strong, weak, strict=True))
     md = (root / "reports/regularization.md").read_text()
     assert "Best λ per penalty (selected on validation accuracy" in md and "exact zeros %" in md
+    assert "‖W‖ nan" not in md and "exact zeros nan" not in md  # the sentences read the logged weight metrics
+    assert "Claim C17 (" in md and "λ ∈ {0, 1, 10, 100}" in md  # the unpenalized run is the sweep's λ = 0
 
 
 def test_mc_dropout_and_concrete_rates_are_measured(done):

@@ -58,6 +58,14 @@ def paired_diff_ci(a: dict[int, float], b: dict[int, float], confidence: float =
     return mean_ci([a[s] - b[s] for s in common], confidence)
 
 
+def equivalent(a: dict[int, float], b: dict[int, float], margin: float) -> tuple[bool, bool, Estimate]:
+    """Two one-sided tests at level 0.05 of |mean(a - b)| < margin, paired over seeds: (equivalent, different,
+    the 90 % CI). Equivalent when the 90 % CI lies inside ±margin; different when the 95 % CI lies outside it."""
+    d90, d95 = paired_diff_ci(a, b, 0.90), paired_diff_ci(a, b)
+    ok = d90.n > 1 and -margin < d90.low and d90.high < margin
+    return ok, d95.n > 1 and (d95.low > margin or d95.high < -margin), d90
+
+
 def paired_test(a: dict[int, float], b: dict[int, float]) -> tuple[float, str]:
     """Two-sided paired t-test of mean(a - b) = 0 over the seeds both have, and what kind of difference it is.
     A difference that is the same non-zero number on every seed has zero variance: its t statistic is

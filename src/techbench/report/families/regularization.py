@@ -13,6 +13,7 @@ from techbench.analysis.findings import by_seed
 from techbench.analysis.rows import value
 from techbench.analysis.stats import mean_ci, paired_diff_ci
 from techbench.report.families import FindingsContext, Groups
+from techbench.report.families.regularization_claims import capacity_claim, penalty_claims
 from techbench.report.plots import plt, save_figure
 
 
@@ -72,6 +73,8 @@ def capacity_sections(groups, decomposition: dict[str, Any], path: Path, title: 
         )
     else:
         lines.append("Validation error is lowest at the largest capacity tried: no overfitting region in this range.")
+    if not data_axis:
+        lines.append(capacity_claim(groups, labels, curves))
     if all(bv):
         lines.append(_decomposition(axes[0, 1], x, labels, bv, axis, data_axis))
     fig.suptitle(f"{title}: mean over seeds")
@@ -123,12 +126,12 @@ def regularization_lines(groups, baseline: str = "none") -> list[str]:
     base = groups.get(baseline)
     lines = []
     for tech, labels in sorted(by_tech.items()):
-        chosen = max(labels, key=lambda lb: _mean(groups[lb], "final_val_acc"))
+        chosen = max(labels, key=lambda lb: _mean(groups[lb], "val_acc"))
         rows = groups[chosen]
         text = (
             f"`{tech}`: chosen on validation `{chosen}`, test acc {mean_ci([r['test_acc'] for r in rows]).fmt(100)} %, "
-            f"‖W‖ {_mean(rows, 'weights_l2'):.2f}, exact zeros {100 * _mean(rows, 'zero_frac'):.2f} %, "
-            f"|w| < 1e-3 {100 * _mean(rows, 'near_zero_frac'):.1f} %"
+            f"‖W‖ {_mean(rows, 'weights/l2_norm'):.2f}, exact zeros {100 * _mean(rows, 'weights/zero_frac'):.2f} %, "
+            f"|w| < 1e-3 {100 * _mean(rows, 'weights/near_zero_frac'):.1f} %"
         )
         if base and tech != baseline:
             d = paired_diff_ci(by_seed(rows, "test_acc"), by_seed(base, "test_acc"))
@@ -140,7 +143,11 @@ def regularization_lines(groups, baseline: str = "none") -> list[str]:
                 norms = [_mean(groups[lb], "weights/l2_norm") for lb in labels]
                 rho = stats.spearmanr(lam, norms).statistic
                 lines.append(f"`{tech}` λ sweep: Spearman ρ(‖W‖, λ) = {rho:.2f} over {len(labels)} values.")
-    return ["Best λ per penalty (selected on validation accuracy, reported on test):", *lines]
+    return [
+        "Best λ per penalty (selected on validation accuracy, reported on test):",
+        *lines,
+        *penalty_claims(groups, baseline),
+    ]
 
 
 def _sweep_value(rows: list[dict[str, Any]], hp: str) -> float | None:
